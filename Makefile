@@ -1,0 +1,51 @@
+# convbench: `make bench` runs the default sweep, `make test` runs the tests.
+# Both bootstrap .venv once (a stamp file): torch first (pick another build with TORCH=...),
+# then the project with its dev extras.
+PYTHON ?= python3
+VENV   ?= .venv
+TORCH  ?= torch==2.13.0
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.convbench-installed
+ARGS   ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help setup bench bench-perf bench-timer report compare test test-slow test-all clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH)"
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $@
+
+setup: $(STAMP) ## Create .venv with torch ($(TORCH)) and convbench (runs once)
+
+bench: $(STAMP) ## Run the default sweep; prints where the table and report are (ARGS= for overrides)
+	$(PY) -m harness -m $(ARGS)
+
+bench-perf: $(STAMP) ## Check the built-ins' speed targets against cudnn (issue #6)
+	$(PY) -m harness.perf $(ARGS)
+
+bench-timer: $(STAMP) ## Check the harness's timing against a bare torch.utils.benchmark.Timer
+	$(PY) -m harness.timer_agreement $(ARGS)
+
+report: $(STAMP) ## Rebuild the report of a sweep: make report DIR=results/latest
+	$(PY) -m harness.report $(or $(DIR),results/latest)
+
+compare: $(STAMP) ## Compare two sweeps: make compare OLD=dir NEW=dir
+	$(PY) -m harness.compare $(OLD) $(NEW) $(ARGS)
+
+test: $(STAMP) ## Run the quick tests (a few minutes on 2 cores)
+	$(PY) -m pytest -q -m "not slow" $(ARGS)
+
+test-slow: $(STAMP) ## Run only the slow tests
+	$(PY) -m pytest -q -m slow $(ARGS)
+
+test-all: $(STAMP) ## Run every test, slow ones included (what CI runs)
+	$(PY) -m pytest -q $(ARGS)
+
+clean: ## Remove the virtual environment and caches (results are kept)
+	rm -rf $(VENV) .pytest_cache .hypothesis *.egg-info

@@ -1,0 +1,16 @@
+"""Convolution implementations behind one name-based API.
+
+    implementations.names()            sorted available names ('cudnn', 'fft', 'loop', 'unfold', ...)
+    implementations.get(name)          a function with F.conv2d's signature; also "pkg.mod:function"
+    @implementations.register(name)    make your own function available by name
+    implementations.Conv2d(..., impl=) nn.Conv2d drop-in computing with the chosen implementation
+    implementations.Unsupported        raise it for inputs you deliberately do not handle
+"""
+from .registry import (ENTRY_POINT_GROUP, UnknownImplementation, Unsupported, get, names, register,
+                       unsupported_reason)
+from .params import ConvParams, prepare
+from . import cudnn, fft, loop, unfold  # noqa: F401  (built-ins register themselves)
+from .module import Conv2d
+
+__all__ = ["names", "get", "register", "Conv2d", "Unsupported", "UnknownImplementation", "unsupported_reason",
+           "ConvParams", "prepare", "ENTRY_POINT_GROUP"]
