@@ -1,0 +1,426 @@
+"""Every built-in against a float64 `F.conv2d` reference: forward output and every gradient.
+
+The reference runs on float64 copies of the *same* (already rounded) inputs, so the only error
+measured is the implementation's own. Tolerances are relative to the reference's norm and grow
+with the dtype's epsilon and the length of the sum behind each output element.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import implementations
+
+IMPLS = implementations.names()
+BUILTINS = ("cudnn", "fft", "loop", "unfold")
+DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+# Relative-norm tolerance floors per dtype; `tolerance` raises them for long reductions.
+RTOL = {torch.float64: 1e-10, torch.float32: 1e-5, torch.float16: 1e-2, torch.bfloat16: 5e-2}
+
+
+def test_builtins_are_registered():
+    assert set(BUILTINS) <= set(IMPLS)
+
+
+# ----------------------------------------------------------------------------------------------
+# Cases
+
+
+@dataclass(frozen=True)
+class Case:
+    """One conv2d call: shapes, keyword arguments and how the input tensor is laid out in memory."""
+
+    name: str
+    input: tuple[int, ...]
+    weight: tuple[int, int, int, int]
+    bias: bool
+    kwargs: dict = field(default_factory=dict)
+    layout: str = "contiguous"  # contiguous | channels_last | transposed | sliced
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+CASES = [
+    # PyTorch's own conv2d OpInfo sample inputs (common_methods_invocations.sample_inputs_conv2d).
+    Case("opinfo_stride2_pad2", (1, 3, 4, 4), (3, 3, 3, 3), True, dict(stride=(2, 2), padding=2)),
+    Case("opinfo_groups2_dil4", (2, 4, 8, 8), (2, 2, 3, 3), True,
+         dict(stride=(3, 2), padding=(2, 1), groups=2, dilation=(4, 4))),
+    Case("opinfo_k2x3_dil2x3", (1, 4, 5, 5), (1, 4, 2, 3), True, dict(stride=2, padding=1, dilation=(2, 3))),
+    Case("opinfo_nobias_k3x4", (1, 2, 4, 3), (4, 2, 3, 4), False, dict(stride=2, padding=1)),
+    Case("opinfo_valid_stride2", (1, 4, 5, 5), (1, 4, 2, 3), True, dict(stride=2, padding="valid")),
+    Case("opinfo_same_dil3", (1, 4, 5, 5), (1, 4, 2, 3), True, dict(stride=1, padding="same", dilation=3)),
+    Case("opinfo_depthwise", (2, 4, 6, 6), (4, 1, 3, 3), True, dict(groups=4)),
+    Case("opinfo_depthwise_mult2", (2, 4, 6, 6), (8, 1, 3, 3), True, dict(groups=4)),
+    Case("opinfo_depthwise_stride3x2", (2, 4, 6, 6), (4, 1, 3, 3), True, dict(groups=4, stride=(3, 2))),
+    Case("opinfo_depthwise_dil2", (2, 4, 5, 5), (4, 1, 2, 2), True, dict(groups=4, dilation=(2, 2))),
+    Case("opinfo_groups2_k3x2", (2, 4, 6, 5), (6, 2, 3, 2), True, dict(groups=2)),
+    Case("opinfo_defaults_nobias", (1, 4, 5, 5), (3, 4, 3, 3), False, {}),
+    # Argument forms: the same convolution with ints and with tuples.
+    Case("int_args", (2, 3, 7, 7), (4, 3, 3, 3), True, dict(stride=2, padding=1, dilation=1, groups=1)),
+    Case("tuple_args", (2, 3, 7, 7), (4, 3, 3, 3), True,
+         dict(stride=(2, 2), padding=(1, 1), dilation=(1, 1), groups=1)),
+    Case("positional_defaults", (2, 3, 5, 6), (2, 3, 2, 2), True, {}),
+    # 'same' with an odd total padding: PyTorch puts the extra row/column at the bottom/right.
+    Case("same_even_kernel", (1, 2, 6, 7), (3, 2, 4, 2), True, dict(padding="same")),
+    Case("same_even_kernel_dilated", (2, 2, 9, 8), (2, 2, 2, 4), True, dict(padding="same", dilation=(3, 2))),
+    Case("same_even_grouped_nobias", (1, 4, 5, 6), (6, 2, 2, 2), False, dict(padding="same", groups=2)),
+    Case("same_odd_kernel_dilated", (1, 3, 7, 7), (2, 3, 3, 3), True, dict(padding="same", dilation=2)),
+    Case("valid_explicit", (2, 3, 6, 5), (2, 3, 3, 2), False, dict(padding="valid", dilation=(1, 2))),
+    # Layouts and dimensionality.
+    Case("unbatched", (3, 6, 6), (4, 3, 3, 3), True, dict(padding=1)),
+    Case("unbatched_same_even_groups", (4, 5, 6), (4, 2, 2, 3), True, dict(padding="same", groups=2)),
+    Case("transposed_view", (2, 3, 7, 6), (4, 3, 3, 2), True, dict(stride=(1, 2), padding=(1, 0)),
+         layout="transposed"),
+    Case("sliced_view", (2, 3, 6, 5), (2, 3, 3, 3), True, dict(padding=1, groups=1), layout="sliced"),
+    Case("channels_last", (2, 4, 6, 7), (6, 2, 3, 3), True, dict(stride=(2, 1), padding=1, groups=2),
+         layout="channels_last"),
+    Case("channels_last_same_even", (1, 3, 5, 5), (2, 3, 2, 2), False, dict(padding="same"),
+         layout="channels_last"),
+    # Kernel/stride extremes.
+    Case("kernel_1x1", (2, 5, 4, 4), (3, 5, 1, 1), True, {}),
+    Case("kernel_1x1_stride2_pad1", (2, 4, 5, 5), (6, 4, 1, 1), False, dict(stride=2, padding=1)),
+    Case("stride_gt_kernel", (1, 2, 9, 10), (3, 2, 2, 2), True, dict(stride=(3, 4))),
+    Case("kernel_eq_padded_input", (2, 3, 4, 5), (2, 3, 6, 7), True, dict(padding=1)),
+    Case("kernel_eq_input", (1, 2, 5, 4), (3, 2, 5, 4), False, {}),
+    Case("dilated_kernel_eq_input", (1, 2, 5, 5), (2, 2, 3, 3), True, dict(dilation=2)),
+    Case("padding_gt_kernel", (1, 2, 3, 3), (2, 2, 2, 2), True, dict(padding=(3, 2))),
+    Case("groups3_mult_and_per_group", (1, 6, 5, 5), (9, 2, 3, 3), True, dict(groups=3, padding=(0, 1))),
+]
+CASE_IDS = [c.name for c in CASES]
+
+
+def make_input(case: Case, dtype: torch.dtype, device: str, gen: torch.Generator) -> torch.Tensor:
+    """A leaf input laid out as the case says; the values depend only on the seed, not the layout."""
+    shape = case.input
+    x = torch.randn(shape, generator=gen, dtype=torch.float64).to(device=device, dtype=dtype)
+    if case.layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    elif case.layout == "transposed":  # strides of a transpose: W is the slow dimension
+        x = x.transpose(-1, -2).contiguous().transpose(-1, -2)
+    elif case.layout == "sliced":  # every other channel, every other column of a larger buffer
+        big = torch.zeros(*shape[:-3], 2 * shape[-3], shape[-2], 2 * shape[-1] + 1, dtype=dtype, device=device)
+        x = big[..., ::2, :, 1::2].copy_(x)
+    return x.detach().requires_grad_()  # detach keeps the strides: a non-contiguous leaf
+
+
+def make_tensors(case: Case, dtype: torch.dtype, device: str = "cpu", seed: int = 0):
+    gen = torch.Generator().manual_seed(seed)
+    x = make_input(case, dtype, device, gen)
+    fan_in = case.weight[1] * case.weight[2] * case.weight[3]
+    w = (torch.randn(case.weight, generator=gen, dtype=torch.float64) / math.sqrt(fan_in)).to(device, dtype)
+    if case.layout == "channels_last":
+        w = w.contiguous(memory_format=torch.channels_last)
+    w.requires_grad_()
+    b = torch.randn(case.weight[0], generator=gen, dtype=torch.float64).to(device, dtype).requires_grad_() \
+        if case.bias else None
+    return x, w, b
+
+
+# ----------------------------------------------------------------------------------------------
+# Reference and comparison
+
+
+def reference(x, w, b, kwargs, grad_out=None):
+    """F.conv2d in float64 on float64 copies of the inputs: (out, grad_x, grad_w, grad_b)."""
+    x64 = x.detach().to(torch.float64).contiguous().requires_grad_()
+    w64 = w.detach().to(torch.float64).contiguous().requires_grad_()
+    b64 = b.detach().to(torch.float64).requires_grad_() if b is not None else None
+    with warnings.catch_warnings():  # 'same' with an even kernel warns about a padded copy
+        warnings.simplefilter("ignore", UserWarning)
+        out = F.conv2d(x64, w64, b64, **kwargs)
+    if grad_out is None:
+        return out.detach(), None, None, None
+    out.backward(grad_out.to(torch.float64))
+    return out.detach(), x64.grad, w64.grad, (b64.grad if b64 is not None else None)
+
+
+def tolerance(dtype: torch.dtype, reduction: int) -> float:
+    """Relative-norm tolerance: a per-dtype floor, raised to 4·eps·sqrt(n) for a sum of n terms."""
+    return max(RTOL[dtype], 4 * torch.finfo(dtype).eps * math.sqrt(max(reduction, 1)))
+
+
+def assert_matches(actual: torch.Tensor, expected: torch.Tensor, dtype: torch.dtype, reduction: int,
+                   what: str) -> None:
+    """`actual` (in `dtype`) against a float64 reference, relative to the reference's scale."""
+    assert actual is not None, f"{what}: no value (gradient not computed?)"
+    assert actual.shape == expected.shape, f"{what}: shape {tuple(actual.shape)} != {tuple(expected.shape)}"
+    assert actual.dtype == dtype, f"{what}: dtype {actual.dtype} != {dtype}"
+    assert torch.isfinite(actual).all(), f"{what}: non-finite values"
+    tol = tolerance(dtype, reduction)
+    a, e = actual.detach().to(torch.float64).cpu(), expected.detach().to(torch.float64).cpu()
+    ref_norm = e.norm().item()
+    # Inputs are unit-scale by construction, so an RMS of 1 is the natural floor for the scale: it
+    # keeps an all-zero reference (an output that only sees padding) from dividing by zero.
+    scale = max(ref_norm, math.sqrt(e.numel()))
+    rel = (a - e).norm().item() / scale
+    assert rel <= tol, f"{what}: ||out - ref|| / ||ref|| = {rel:.3g} > {tol:.3g} (||ref|| = {ref_norm:.3g})"
+    rms = scale / math.sqrt(max(e.numel(), 1))
+    torch.testing.assert_close(a, e, rtol=tol, atol=10 * tol * rms, msg=lambda m: f"{what}: {m}")
+
+
+def reductions(case: Case, out_shape) -> dict[str, int]:
+    """Number of terms summed into one element of each tensor (drives the tolerance)."""
+    c_out, c_g, kh, kw = case.weight
+    groups = case.kwargs.get("groups", 1)
+    n = case.input[0] if len(case.input) == 4 else 1
+    ho, wo = out_shape[-2], out_shape[-1]
+    return {"out": c_g * kh * kw, "grad_input": (c_out // groups) * kh * kw,
+            "grad_weight": n * ho * wo, "grad_bias": n * ho * wo}
+
+
+def check_case(impl: str, case: Case, dtype: torch.dtype, device: str = "cpu", seed: int = 0) -> None:
+    """Forward value, shape, dtype, device; then grad_input, grad_weight, grad_bias."""
+    fn = implementations.get(impl)
+    x, w, b = make_tensors(case, dtype, device, seed)
+    out = fn(x, w, b, **case.kwargs)
+    gen = torch.Generator().manual_seed(seed + 1)
+    grad_out = torch.randn(out.shape, generator=gen, dtype=torch.float64).to(device, dtype)
+    ref, gx, gw, gb = reference(x, w, b, case.kwargs, grad_out)
+    assert out.device == x.device, f"output on {out.device}, input on {x.device}"
+    red = reductions(case, ref.shape)
+    assert_matches(out, ref, dtype, red["out"], f"{impl}/{case.name}/{dtype} forward")
+    out.backward(grad_out)
+    assert_matches(x.grad, gx, dtype, red["grad_input"], f"{impl}/{case.name}/{dtype} grad_input")
+    assert_matches(w.grad, gw, dtype, red["grad_weight"], f"{impl}/{case.name}/{dtype} grad_weight")
+    if b is not None:
+        assert_matches(b.grad, gb, dtype, red["grad_bias"], f"{impl}/{case.name}/{dtype} grad_bias")
+
+
+def check_unsupported(impl: str, case: Case, dtype: torch.dtype, device: str = "cpu") -> None:
+    """A declared-unsupported (device, dtype) must refuse clearly, never return garbage: it raises
+    `Unsupported`, or another error whose message names the dtype."""
+    fn = implementations.get(impl)
+    x, w, b = make_tensors(case, dtype, device)
+    try:
+        fn(x, w, b, **case.kwargs)
+    except implementations.Unsupported:
+        return
+    except Exception as exc:  # noqa: BLE001 - any other error must at least say which dtype
+        dtype_name = str(dtype).replace("torch.", "")
+        assert dtype_name in str(exc) or str(dtype) in str(exc), f"{impl}: {exc!r} does not name {dtype_name}"
+        return
+    pytest.fail(f"{impl} declares {dtype} unsupported on {device} but returned a result")
+
+
+# ----------------------------------------------------------------------------------------------
+# Tests
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: str(d).replace("torch.", ""))
+@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
+@pytest.mark.parametrize("impl", IMPLS)
+def test_forward_backward_matches_reference(impl, case, dtype):
+    reason = implementations.unsupported_reason(implementations.get(impl), "cpu", dtype)
+    if reason is not None:
+        check_unsupported(impl, case, dtype)
+    else:
+        check_case(impl, case, dtype)
+
+
+def test_layout_cases_really_are_non_contiguous():
+    """Guards the layout cases above against silently testing contiguous tensors."""
+    for case in CASES:
+        x, w, _ = make_tensors(case, torch.float32)
+        if case.layout in ("transposed", "sliced"):
+            assert not x.is_contiguous(), case.name
+        if case.layout == "channels_last":
+            assert x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous(), case.name
+            assert not w.is_contiguous(), case.name
+
+
+LAYOUT_CASES = [c for c in CASES if len(c.input) == 4 and c.layout == "contiguous"][::3]
+
+
+@pytest.mark.parametrize("case", LAYOUT_CASES, ids=[c.name for c in LAYOUT_CASES])
+@pytest.mark.parametrize("impl", IMPLS)
+def test_values_independent_of_memory_format(impl, case):
+    """channels_last and non-contiguous copies of the same tensors give the same output and grads."""
+    fn = implementations.get(impl)
+    x, w, b = make_tensors(case, torch.float64)
+    results = []
+    for fmt in ("contiguous", "channels_last", "transposed"):
+        if fmt == "channels_last":
+            xi = x.detach().contiguous(memory_format=torch.channels_last)
+            wi = w.detach().contiguous(memory_format=torch.channels_last)
+        elif fmt == "transposed":
+            xi = x.detach().transpose(-1, -2).contiguous().transpose(-1, -2)
+            wi = w.detach().transpose(0, 1).contiguous().transpose(0, 1)
+        else:
+            xi, wi = x.detach(), w.detach()
+        xi.requires_grad_(), wi.requires_grad_()
+        out = fn(xi, wi, b, **case.kwargs)
+        out.backward(torch.ones_like(out))
+        results.append((fmt, out.detach().contiguous(), xi.grad.contiguous(), wi.grad.contiguous()))
+    base = results[0]
+    for fmt, out, gx, gw in results[1:]:
+        for name, a, e in (("out", out, base[1]), ("grad_input", gx, base[2]), ("grad_weight", gw, base[3])):
+            torch.testing.assert_close(a, e, rtol=1e-12, atol=1e-12, msg=lambda m: f"{impl} {fmt} {name}: {m}")
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_keyword_and_positional_calls_agree(impl):
+    """`get(name)` has F.conv2d's signature: positional and keyword calls are the same call."""
+    fn = implementations.get(impl)
+    case = CASES[1]
+    x, w, b = make_tensors(case, torch.float64)
+    k = case.kwargs
+    pos = fn(x, w, b, k["stride"], k["padding"], k["dilation"], k["groups"])
+    kw = fn(input=x, weight=w, bias=b, stride=k["stride"], padding=k["padding"], dilation=k["dilation"],
+            groups=k["groups"])
+    torch.testing.assert_close(pos, kw, rtol=0, atol=0)
+    assert_matches(pos, reference(x, w, b, k)[0], torch.float64, 1, f"{impl} positional")
+
+
+GRADCHECK_CASES = [
+    Case("strided", (1, 2, 5, 6), (2, 2, 2, 3), True, dict(stride=(2, 3), padding=1)),
+    Case("dilated", (1, 2, 6, 6), (2, 2, 2, 2), False, dict(dilation=(2, 3), padding=(1, 0))),
+    Case("grouped", (2, 4, 4, 4), (6, 2, 3, 3), True, dict(groups=2, padding=1)),
+    Case("same_even", (1, 2, 5, 4), (2, 2, 2, 3), True, dict(padding="same", dilation=(2, 1))),
+    Case("unbatched_depthwise", (3, 4, 5), (3, 1, 3, 2), True, dict(groups=3, stride=(1, 2))),
+]
+
+
+@pytest.mark.parametrize("case", GRADCHECK_CASES, ids=[c.name for c in GRADCHECK_CASES])
+@pytest.mark.parametrize("impl", IMPLS)
+def test_gradcheck(impl, case):
+    run_gradcheck(implementations.get(impl), case, "cpu")
+
+
+def run_gradcheck(fn, case: Case, device: str) -> None:
+    """Finite differences in float64 against the implementation's own backward."""
+    x, w, b = make_tensors(case, torch.float64, device)
+    inputs = (x, w, b) if b is not None else (x, w)
+
+    def f(*t):
+        return fn(t[0], t[1], t[2] if len(t) == 3 else None, **case.kwargs)
+
+    assert torch.autograd.gradcheck(f, inputs, eps=1e-6, atol=1e-7, rtol=1e-5)
+
+
+# ----------------------------------------------------------------------------------------------
+# Seeded fuzz over valid configurations
+
+
+@st.composite
+def conv_configs(draw):
+    """A valid conv2d configuration (every drawn combination is one F.conv2d accepts)."""
+    groups = draw(st.sampled_from([1, 1, 2, 3]))
+    c_in = groups * draw(st.integers(1, 3))
+    c_out = groups * draw(st.integers(1, 3))
+    kh, kw = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    dh, dw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    sh, sw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    ekh, ekw = dh * (kh - 1) + 1, dw * (kw - 1) + 1
+    if sh == sw == 1 and draw(st.booleans()):
+        padding = draw(st.sampled_from(["same", "valid"]))
+        total_h, total_w = (ekh - 1, ekw - 1) if padding == "same" else (0, 0)
+    else:
+        ph, pw = draw(st.integers(0, 3)), draw(st.integers(0, 3))
+        padding = ph if ph == pw and draw(st.booleans()) else (ph, pw)
+        total_h, total_w = 2 * ph, 2 * pw
+    # The padded input must hold the dilated kernel.
+    min_h, min_w = max(1, ekh - total_h), max(1, ekw - total_w)
+    h, w = draw(st.integers(min_h, min_h + 6)), draw(st.integers(min_w, min_w + 6))
+    n = draw(st.integers(0, 3))  # 0 means unbatched (3-D input)
+    bias = draw(st.booleans())
+    dtype = draw(st.sampled_from([torch.float64, torch.float32]))
+    layout = draw(st.sampled_from(["contiguous", "contiguous", "channels_last", "transposed", "sliced"]))
+    if n == 0 and layout == "channels_last":
+        layout = "contiguous"
+    stride = (sh, sw) if sh != sw or draw(st.booleans()) else sh
+    dilation = (dh, dw) if dh != dw or draw(st.booleans()) else dh
+    shape = (c_in, h, w) if n == 0 else (n, c_in, h, w)
+    case = Case("fuzz", shape, (c_out, c_in // groups, kh, kw), bias,
+                dict(stride=stride, padding=padding, dilation=dilation, groups=groups), layout)
+    return case, dtype, draw(st.integers(0, 2**31 - 1))
+
+
+def _fuzz(impl: str, config) -> None:
+    case, dtype, seed = config
+    fn = implementations.get(impl)
+    if implementations.unsupported_reason(fn, "cpu", dtype) is not None:
+        return
+    check_case(impl, case, dtype, seed=seed)
+
+
+FUZZ = dict(derandomize=True, deadline=None, database=None, print_blob=True,
+            suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@settings(max_examples=50, **FUZZ)
+@given(config=conv_configs())
+def test_fuzz(impl, config):
+    _fuzz(impl, config)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("impl", IMPLS)
+@settings(max_examples=500, **FUZZ)
+@given(config=conv_configs())
+def test_fuzz_long(impl, config):
+    _fuzz(impl, config)
+
+
+def test_fuzz_configs_are_valid_for_reference():
+    """The fuzz strategy itself: every drawn configuration is accepted by F.conv2d."""
+    @settings(max_examples=300, **FUZZ)
+    @given(config=conv_configs())
+    def accepted(config):
+        case, dtype, seed = config
+        x, w, b = make_tensors(case, torch.float64, seed=seed)
+        F.conv2d(x, w, b, **case.kwargs)
+
+    accepted()
+
+
+# ----------------------------------------------------------------------------------------------
+# CUDA: the same checks on the GPU, one test function (one skip without CUDA)
+
+CUDA_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_conformance():
+    # TF32 would make float32 convolutions/matmuls ~1e-3 accurate: compare true float32.
+    prev = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    failures = []
+    try:
+        for impl in IMPLS:
+            fn = implementations.get(impl)
+            for dtype in CUDA_DTYPES:
+                for case in CASES:
+                    try:
+                        if implementations.unsupported_reason(fn, "cuda", dtype) is not None:
+                            check_unsupported(impl, case, dtype, device="cuda")
+                        else:
+                            check_case(impl, case, dtype, device="cuda")
+                    except Exception as exc:  # noqa: BLE001 - collect every failure, report together
+                        failures.append(f"{impl}/{case.name}/{dtype}: {type(exc).__name__}: {exc}"[:400])
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = prev
+    assert not failures, f"{len(failures)} CUDA failures:\n" + "\n".join(failures)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_gradcheck():
+    failures = []
+    for impl in IMPLS:
+        fn = implementations.get(impl)
+        for case in GRADCHECK_CASES:
+            try:
+                run_gradcheck(fn, case, "cuda")
+            except Exception as exc:  # noqa: BLE001 - collect every failure, report together
+                failures.append(f"{impl}/{case.name}: {exc}"[:400])
+    assert not failures, "\n".join(failures)
