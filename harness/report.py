@@ -1,0 +1,296 @@
+"""A sweep's report for people: `report.md`, a self-contained `report.html` and the plots as PNGs.
+
+    python -m harness.report results/latest
+
+The results table answers questions only if you know how to ask; the report answers the usual
+ones at a glance: which implementation wins where and by how much (speedup against `cudnn`),
+how close each gets to the machine (GFLOP/s against the measured matmul peak), and whether
+anything is wrong (correctness). Only rows with status `ok` (run and correct) are ever ranked:
+a fast wrong answer is shown as such, never as a win.
+"""
+from __future__ import annotations
+
+import argparse
+import base64
+import html
+import pathlib
+import sys
+import warnings
+
+import pandas as pd
+
+from harness.schema import COLUMNS
+
+CASE = ["shape", "device", "dtype", "pass"]  # one problem, as every implementation sees it
+KEY = ["impl", *CASE]  # one row of the table
+FAILURES = ("incorrect", "error", "timeout")  # ran and went wrong
+NOT_RUN = ("unsupported", "skipped")  # deliberately not run: not a failure
+REFERENCE = "cudnn"
+
+
+# ----------------------------------------------------------------------------------------- loading
+def conform(df: pd.DataFrame) -> pd.DataFrame:
+    """`df` with every schema column, in the schema's dtypes: absent columns become missing
+    values, so older or partial tables (no CUDA, no backward rows) read like complete ones."""
+    df = df.copy()
+    for name, (dtype, _) in COLUMNS.items():
+        col = df[name] if name in df else pd.Series(pd.NA, index=df.index, dtype="object")
+        if dtype in ("float64", "Int64"):
+            col = pd.to_numeric(col.astype("object").where(col.notna(), None), errors="coerce")
+            col = col.astype("float64") if dtype == "float64" else col.round().astype("Int64")
+        elif dtype == "boolean":
+            col = col.map(_as_bool, na_action="ignore").astype("boolean")
+        else:
+            col = col.astype("string")
+        df[name] = col
+    return df
+
+
+def _as_bool(v):
+    if isinstance(v, str):
+        return {"true": True, "false": False}.get(v.strip().lower(), pd.NA)
+    return bool(v)
+
+
+def load_results(sweep_dir: pathlib.Path | str) -> pd.DataFrame:
+    """The sweep's table (`results.parquet`, else `results.csv`), conformed to the schema."""
+    sweep_dir = pathlib.Path(sweep_dir)
+    if (sweep_dir / "results.parquet").exists():
+        df = pd.read_parquet(sweep_dir / "results.parquet")
+    elif (sweep_dir / "results.csv").exists():
+        df = pd.read_csv(sweep_dir / "results.csv", keep_default_na=False, na_values=[""])
+    else:
+        raise FileNotFoundError(f"no results.parquet or results.csv in {sweep_dir}")
+    return conform(df)
+
+
+# ------------------------------------------------------------------------------- derived figures
+def enrich(df: pd.DataFrame) -> pd.DataFrame:
+    """Add `speedup` (cudnn's median / this median, same case), `pct_peak`, and `winner` (the
+    fastest ok row of its case). Incorrect rows get a speedup, so plots can show them as
+    suspicious, but never `winner`."""
+    df = df.copy()
+    ok = df["status"] == "ok"
+    timed = df["time_median_s"].notna() & (df["time_median_s"] > 0)
+    ref = (df[ok & timed & (df["impl"] == REFERENCE)]
+           .groupby(CASE, dropna=False)["time_median_s"].min().rename("_ref"))
+    df = df.join(ref, on=CASE)
+    df["speedup"] = (df["_ref"] / df["time_median_s"]).where(timed & df["status"].isin(["ok", "incorrect"]))
+    df = df.drop(columns="_ref")
+    df["pct_peak"] = 100 * df["gflops"] / df["peak_gflops"]
+    rankable = df[ok & timed]
+    best = rankable.groupby(CASE, dropna=False)["time_median_s"].idxmin()
+    df["winner"] = False
+    df.loc[best.values, "winner"] = True
+    return df
+
+
+def summary(df: pd.DataFrame) -> pd.DataFrame:
+    """Per implementation: cases run, correct, failures, not run, median speedup, wins."""
+    df = df if "winner" in df else enrich(df)
+    g = df.groupby("impl", dropna=False)
+    out = pd.DataFrame({
+        "cases run": g["status"].apply(lambda s: int((~s.isin(NOT_RUN)).sum())),
+        "correct": g["status"].apply(lambda s: int((s == "ok").sum())),
+        "failures": g["status"].apply(lambda s: int(s.isin(FAILURES).sum())),
+        "not run": g["status"].apply(lambda s: int(s.isin(NOT_RUN).sum())),
+        f"median speedup vs {REFERENCE}": g.apply(
+            lambda x: x.loc[x["status"] == "ok", "speedup"].median(), include_groups=False),
+        "wins": g["winner"].sum().astype(int),
+    })
+    out.index.name = "impl"
+    return out.sort_values(["wins", "correct"], ascending=False)
+
+
+def environment(df: pd.DataFrame) -> dict[str, str]:
+    """What the numbers were measured on: each environment column's distinct values."""
+    env = {}
+    for col, label in [("sweep", "sweep"), ("host", "host"), ("device_name", "devices"),
+                       ("cpu", "CPU"), ("threads", "torch threads"), ("torch", "torch"),
+                       ("cuda", "CUDA"), ("cudnn", "cuDNN"), ("git_rev", "convbench revision")]:
+        values = sorted({str(v) for v in df[col].dropna() if str(v) != ""})
+        if values:
+            env[label] = ", ".join(values)
+    if df["git_dirty"].fillna(False).any():
+        env["convbench revision"] = env.get("convbench revision", "?") + " (uncommitted changes)"
+    times = df["time"].dropna()
+    if len(times):
+        env["started"] = f"{times.min()} to {times.max()}" if times.min() != times.max() else times.min()
+    for col in ("peak_gflops",):
+        peaks = df.dropna(subset=[col]).groupby(["device", "dtype"])[col].first()
+        if len(peaks):
+            env["measured peak (matmul)"] = ", ".join(f"{d} {t}: {v:,.0f} GFLOP/s" for (d, t), v in peaks.items())
+    env["rows"] = f"{len(df)} ({', '.join(f'{n} {s}' for s, n in df['status'].value_counts().items())})"
+    if df["concurrent"].fillna(False).any():
+        env["warning"] = (f"{int(df['concurrent'].fillna(False).sum())} rows were timed while other jobs "
+                          "may have shared the device: their times are noisy")
+    return env
+
+
+# ------------------------------------------------------------------------------------ formatting
+def _fmt_time(s: float) -> str:
+    if pd.isna(s):
+        return ""
+    for unit, f in (("s", 1), ("ms", 1e3), ("µs", 1e6)):
+        if s * f >= 1:
+            return f"{s * f:.3g} {unit}"
+    return f"{s * 1e9:.3g} ns"
+
+
+def _fmt(v, spec: str) -> str:
+    return "" if pd.isna(v) else format(v, spec)
+
+
+def display_table(df: pd.DataFrame) -> pd.DataFrame:
+    """The full table as strings, one row per result, in a person's order and units."""
+    df = df.sort_values(["suite", "layer", "shape", "device", "dtype", "pass", "time_median_s"],
+                        na_position="last")
+    return pd.DataFrame({
+        "impl": df["impl"].fillna(""),
+        "suite": df["suite"].fillna(""),
+        "layer": df["layer"].fillna(""),
+        "shape": df["shape"].fillna(""),
+        "device": df["device"].fillna(""),
+        "dtype": df["dtype"].fillna(""),
+        "pass": df["pass"].fillna(""),
+        "status": df["status"].fillna("") + df["winner"].map({True: " ★", False: ""}),
+        "median": df["time_median_s"].map(_fmt_time),
+        "IQR": df["time_iqr_s"].map(_fmt_time),
+        "GFLOP/s": df["gflops"].map(lambda v: _fmt(v, ",.1f")),
+        "% peak": df["pct_peak"].map(lambda v: _fmt(v, ".0f")),
+        f"× {REFERENCE}": df["speedup"].map(lambda v: _fmt(v, ".2f")),
+        "rel err": df["rel_err"].map(lambda v: _fmt(v, ".1e")),
+        "tol": df["tol"].map(lambda v: _fmt(v, ".0e")),
+        "message": df["message"].fillna("").map(lambda m: m if len(m) <= 120 else m[:117] + "..."),
+    })
+
+
+def _summary_strings(s: pd.DataFrame) -> pd.DataFrame:
+    s = s.reset_index()
+    col = f"median speedup vs {REFERENCE}"
+    s[col] = s[col].map(lambda v: "" if pd.isna(v) else f"{v:.2f}×")
+    return s.astype(str)
+
+
+def markdown_table(df: pd.DataFrame) -> str:
+    """A GitHub Markdown table of string cells (pipes escaped)."""
+    def cells(values):
+        return "| " + " | ".join(str(v).replace("|", "\\|").replace("\n", " ") for v in values) + " |"
+    lines = [cells(df.columns), "|" + "---|" * len(df.columns)]
+    lines += [cells(row) for row in df.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+def html_table(df: pd.DataFrame, status_col: str | None = None) -> str:
+    """An HTML table of string cells; rows get a class named after their status."""
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in df.columns)
+    rows = []
+    for row in df.itertuples(index=False):
+        cls = ""
+        if status_col is not None:
+            cls = f' class="{html.escape(str(getattr(row, status_col)).split()[0] if str(getattr(row, status_col)) else "")}"'
+        rows.append(f"<tr{cls}>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in row) + "</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+
+
+# -------------------------------------------------------------------------------------- writing
+CSS = """
+body { font-family: system-ui, -apple-system, Segoe UI, Roboto, sans-serif; margin: 2em auto;
+       max-width: 1300px; color: #222; padding: 0 1em; }
+h1 { margin-bottom: 0.2em; } h2 { margin-top: 1.8em; border-bottom: 1px solid #ddd; }
+table { border-collapse: collapse; font-size: 0.85em; margin: 0.5em 0; }
+th, td { padding: 0.25em 0.6em; border-bottom: 1px solid #eee; text-align: left; }
+th { background: #f4f4f4; position: sticky; top: 0; }
+td:nth-child(n+2) { font-variant-numeric: tabular-nums; }
+tr.incorrect td, tr.error td, tr.timeout td { background: #fde8e8; }
+tr.unsupported td, tr.skipped td { color: #888; }
+dl.env { display: grid; grid-template-columns: max-content 1fr; gap: 0.2em 1em; }
+dl.env dt { font-weight: 600; } dl.env dd { margin: 0; }
+figure { margin: 1em 0 2em; } figure img { max-width: 100%; border: 1px solid #eee; }
+figcaption { color: #555; font-size: 0.9em; margin-bottom: 0.4em; }
+.warning { color: #a40; }
+"""
+
+
+def _render_plots(df: pd.DataFrame, sweep_dir: pathlib.Path) -> list[tuple[str, str, pathlib.Path]]:
+    """Draw every plot that has data; (title, caption, png path) for each one written."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from harness import plots
+
+    written = []
+    for name, title, caption, draw in plots.PLOTS:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            fig = draw(df)
+        path = sweep_dir / f"{name}.png"
+        if fig is None:
+            path.unlink(missing_ok=True)  # a stale plot from an earlier report would mislead
+            continue
+        fig.savefig(path, dpi=110, bbox_inches="tight")
+        plt.close(fig)
+        written.append((title, caption, path))
+    return written
+
+
+def write_report(sweep_dir: pathlib.Path) -> pathlib.Path:
+    """Write report.md, report.html and the PNG plots into `sweep_dir`; return report.html's path."""
+    sweep_dir = pathlib.Path(sweep_dir)
+    df = enrich(load_results(sweep_dir))
+    env = environment(df)
+    summ = _summary_strings(summary(df))
+    figures = _render_plots(df, sweep_dir)
+    full = display_table(df)
+    title = f"convbench report: {env.get('sweep', sweep_dir.name)}"
+    legend = (f"Only `ok` rows (run, and correct against the float64 reference) are ranked. "
+              f"Speedup is {REFERENCE}'s median time divided by the implementation's, for the same "
+              f"shape, device, dtype and pass (> 1 is faster). A win is the fastest ok result of a case. "
+              f"Failures: {', '.join(FAILURES)}; not run: {', '.join(NOT_RUN)}.")
+
+    md = [f"# {title}", "", "## Environment", ""]
+    md += [f"- **{k}**: {v}" for k, v in env.items()]
+    md += ["", "## Summary", "", legend, "", markdown_table(summ), "", "## Plots", ""]
+    for t, cap, path in figures:
+        md += [f"### {t}", "", cap, "", f"![{t}]({path.name})", ""]
+    if not figures:
+        md += ["No timed rows: nothing to plot.", ""]
+    md += ["## All results", "", markdown_table(full), ""]
+    (sweep_dir / "report.md").write_text("\n".join(md), encoding="utf-8")
+
+    body = [f"<h1>{html.escape(title)}</h1>", "<h2>Environment</h2>", '<dl class="env">']
+    for k, v in env.items():
+        cls = ' class="warning"' if k == "warning" else ""
+        body.append(f"<dt{cls}>{html.escape(k)}</dt><dd{cls}>{html.escape(v)}</dd>")
+    body += ["</dl>", "<h2>Summary</h2>", f"<p>{html.escape(legend).replace('`', '')}</p>",
+             html_table(summ), "<h2>Plots</h2>"]
+    for t, cap, path in figures:
+        data = base64.b64encode(path.read_bytes()).decode("ascii")
+        body.append(f'<figure><h3>{html.escape(t)}</h3><figcaption>{html.escape(cap)}</figcaption>'
+                    f'<img alt="{html.escape(t)}" src="data:image/png;base64,{data}"></figure>')
+    if not figures:
+        body.append("<p>No timed rows: nothing to plot.</p>")
+    body += ["<h2>All results</h2>", html_table(full, status_col="status")]
+    page = (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+            f"<style>{CSS}</style></head><body>{''.join(body)}</body></html>")
+    out = sweep_dir / "report.html"
+    out.write_text(page, encoding="utf-8")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m harness.report", description=__doc__.splitlines()[0])
+    parser.add_argument("sweep_dir", type=pathlib.Path, nargs="?", default=pathlib.Path("results/latest"),
+                        help="sweep folder holding results.parquet (default: results/latest)")
+    args = parser.parse_args(argv)
+    try:
+        out = write_report(args.sweep_dir)
+    except FileNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"report: {out}\n        {out.with_name('report.md')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
