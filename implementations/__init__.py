@@ -8,9 +8,9 @@
 """
 from .registry import (ENTRY_POINT_GROUP, UnknownImplementation, Unsupported, get, names, register,
                        unsupported_reason)
-from .params import ConvParams, prepare
+from .params import ConvArgumentError, ConvArgumentTypeError, ConvParams, prepare
 from . import cudnn, fft, loop, unfold  # noqa: F401  (built-ins register themselves)
 from .module import Conv2d
 
 __all__ = ["names", "get", "register", "Conv2d", "Unsupported", "UnknownImplementation", "unsupported_reason",
-           "ConvParams", "prepare", "ENTRY_POINT_GROUP"]
+           "ConvParams", "prepare", "ConvArgumentError", "ConvArgumentTypeError", "ENTRY_POINT_GROUP"]
