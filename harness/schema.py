@@ -62,3 +62,12 @@ COLUMNS: dict[str, tuple[str, str]] = {
     "host": ("string", "host name"),
     "time": ("string", "ISO time the job started"),
 }
+
+
+def frame(rows) -> "pandas.DataFrame":  # noqa: F821
+    """Rows (dicts) -> a DataFrame with exactly COLUMNS, in order, with their dtypes. Missing keys
+    become NA; extra keys are dropped. Both the job tables and the aggregate go through here."""
+    import pandas as pd
+
+    df = pd.DataFrame(list(rows), columns=list(COLUMNS))
+    return df.astype({name: dtype for name, (dtype, _) in COLUMNS.items()})

@@ -1,0 +1,53 @@
+"""`python -m harness` / `convbench`: the Hydra app. One job = one (impl, suite, device, dtype).
+
+    python -m harness -m impl=loop,unfold,fft,cudnn suite=resnet50 batch=4 dtype=float32,float64
+
+In a multirun the `ConvbenchCallback` aggregates, reports and summarises after the last job; a single
+run (no -m) does the same for its one job."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+from .config import check_impl, import_plugins, register_configs, to_config
+
+register_configs()
+
+
+def _sweep_name(sweep_dir: Path) -> str:
+    return f"{sweep_dir.parent.name}/{sweep_dir.name}"
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+def app(cfg: DictConfig) -> int:
+    conf = to_config(cfg)          # runs the schema's checks before anything is measured
+    import_plugins(conf.plugins)
+    hc = HydraConfig.get()
+    out_dir = Path(hc.runtime.output_dir)
+    multirun = hc.mode == RunMode.MULTIRUN
+    if not multirun:
+        check_impl(conf.impl)      # a multirun checked every impl in on_multirun_start
+    sweep_dir = Path(hc.sweep.dir) if multirun else out_dir
+    from .run import run_job
+    run_job(conf, out_dir, sweep=_sweep_name(sweep_dir), job=hc.job.num if multirun else 0)
+    if multirun:
+        return 0
+    from .callbacks import finish
+    code = finish(out_dir, conf.results_link, conf.strict)
+    if code:
+        sys.exit(code)
+    return 0
+
+
+def main() -> None:
+    """Console-script entry point (`convbench`)."""
+    app()
+
+
+if __name__ == "__main__":
+    main()
