@@ -87,10 +87,24 @@ def _ratio_formatter():
     return FuncFormatter(lambda v, _: f"{v:g}×")
 
 
+def _legend(fig, handles):
+    """Outside the panels, top right: never over data, whatever the figure's height."""
+    fig.legend(handles=handles, loc="outside right upper", frameon=False)
+
+
+def _log_ticks(axis, lo: float, hi: float, fmt) -> None:
+    """Readable ticks on a log axis: 1-2-5 steps over a narrow range, decades over a wide one."""
+    narrow = hi / lo < 100 if lo > 0 else False
+    axis.set_major_locator(LogLocator(base=10, subs=(1, 2, 5) if narrow else (1.0,), numticks=6))
+    axis.set_major_formatter(fmt)
+    axis.set_minor_formatter(NullFormatter())
+
+
 def _grid(n_panels: int, ncols: int, panel_w: float, panel_h: float, **kw):
     ncols = max(1, min(ncols, n_panels))
     nrows = math.ceil(n_panels / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(panel_w * ncols, panel_h * nrows), squeeze=False, **kw)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(panel_w * ncols, max(panel_h, 2.4) * nrows), squeeze=False,
+                             layout="constrained", **kw)
     for ax in axes.flat[n_panels:]:
         ax.set_visible(False)
     return fig, list(axes.flat[:n_panels])
@@ -113,6 +127,7 @@ def time_vs_size(df: pd.DataFrame):
     ncols = d["pass"].nunique()
     fig, axes = _grid(len(groups), ncols, 5.6, 4.2, sharex=True, sharey=True)
     lo, hi = d["flops"].min() / 1.5, d["flops"].max() * 1.5
+    tlo, thi = d["time_median_s"].min() / 2, d["time_median_s"].max() * 2
     for ax, (keys, sub) in zip(axes, groups):
         for impl, s in sub.groupby("impl"):
             s = s.sort_values("flops")
@@ -126,15 +141,16 @@ def time_vs_size(df: pd.DataFrame):
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlim(lo, hi)
-        ax.yaxis.set_major_formatter(_times_formatter())
+        ax.set_ylim(tlo, thi)  # the peak line is a guide: it must not squash the data
+        _log_ticks(ax.xaxis, lo, hi, FuncFormatter(lambda v, _: f"{v:.0e}".replace("e+0", "e").replace("e+", "e")))
+        _log_ticks(ax.yaxis, tlo, thi, _times_formatter())
         ax.set_title(_facet_title(keys, facets))
         ax.set_xlabel("problem size (FLOP, log scale)")
         ax.set_ylabel("median time per call (log scale)")
     handles = [Line2D([], [], marker="o", color=c, label=i) for i, c in pal.items() if i in set(d["impl"])]
     handles.append(Line2D([], [], color="#c00", ls="--", label="time at the measured peak"))
-    fig.legend(handles=handles, loc="upper center", ncol=len(handles), bbox_to_anchor=(0.5, 1.0), frameon=False)
-    fig.suptitle("Time against problem size (ok results only; lower is better)", y=1.04)
-    fig.tight_layout(rect=(0, 0, 1, 0.95))
+    _legend(fig, handles)
+    fig.suptitle("Time against problem size (ok results only; lower is better)")
     return fig
 
 
@@ -167,21 +183,19 @@ def speedup(df: pd.DataFrame):
                            edgecolor="#c00", lw=1.2, zorder=3)
         ax.set_title(_facet_title(keys, facets))
         ax.set_xscale("log")
-        ax.xaxis.set_major_formatter(_ratio_formatter())
-        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel(f"speedup vs {REFERENCE} (× faster, log scale)")
-    lo, hi = d["speedup"].min(), d["speedup"].max()
-    axes[0].set_xlim(min(lo, 0.5) / 1.5, max(hi, 2) * 1.5)
+    lo, hi = min(d["speedup"].min(), 0.5) / 1.5, max(d["speedup"].max(), 2) * 1.5
+    axes[0].set_xlim(lo, hi)
+    for ax in axes:
+        _log_ticks(ax.xaxis, lo, hi, _ratio_formatter())
     for ax in axes:
         ax.set_yticks(range(len(order)), order)
         ax.set_ylim(len(order) - 0.5, -0.5)
     handles = [Line2D([], [], marker="o", ls="", color=c, label=i) for i, c in pal.items()]
     handles += [Line2D([], [], marker="*", ls="", color="0.6", mec="black", ms=13, label="fastest correct"),
                 Line2D([], [], marker="X", ls="", color="none", mec="#c00", ms=8, label="incorrect (not ranked)")]
-    fig.legend(handles=handles, loc="upper center", ncol=len(handles), bbox_to_anchor=(0.5, 1.0),
-               frameon=False)
-    fig.suptitle(f"Speedup against {REFERENCE} per shape (right of the line is faster)", y=1.04)
-    fig.tight_layout(rect=(0, 0, 1, 0.97))
+    _legend(fig, handles)
+    fig.suptitle(f"Speedup against {REFERENCE} per shape (right of the line is faster)")
     return fig
 
 
@@ -200,41 +214,35 @@ def throughput(df: pd.DataFrame):
     fig, axes = _grid(len(groups), 2, 6.2, 1.1 + 0.32 * len(order), sharey=True)
     for ax, (keys, sub) in zip(axes, groups):
         log = sub["gflops"].max() / sub["gflops"].min() > 10
-        subs = (1, 2, 5) if sub["gflops"].max() / sub["gflops"].min() < 300 else (1,)
         for impl, s in sub.groupby("impl"):
             y = s["case"].map(ypos) + (list(pal).index(impl) - (len(pal) - 1) / 2) * 0.12
             ax.scatter(s["gflops"], y, color=pal[impl], s=36, zorder=3, edgecolor="white", lw=0.5)
-        if log:
-            ax.set_xscale("log")
-            ax.xaxis.set_major_locator(LogLocator(base=10, subs=subs))
-            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-            ax.xaxis.set_minor_formatter(NullFormatter())
         peak = sub["peak_gflops"].dropna()
         xmax = max(sub["gflops"].max(), peak.max() if len(peak) else 0) * 1.3
         xmin = sub["gflops"].min() / 1.5 if log else 0
+        if log:
+            ax.set_xscale("log")
+            _log_ticks(ax.xaxis, xmin, xmax, FuncFormatter(lambda v, _: f"{v:g}"))
         ax.set_xlim(xmin, xmax)
         if len(peak):
             p = float(peak.median())
             ax.axvline(p, color="#c00", lw=1.5, ls="--")
             top = ax.secondary_xaxis("top", functions=(lambda x, p=p: 100 * x / p, lambda q, p=p: q * p / 100))
             top.set_xlabel(f"% of measured peak ({p:,.0f} GFLOP/s)", fontsize=8)
-            top.xaxis.set_minor_formatter(NullFormatter())
             if log:
-                top.xaxis.set_major_locator(LogLocator(base=10, subs=subs))
-                top.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}%"))
+                _log_ticks(top.xaxis, 100 * xmin / p, 100 * xmax / p, FuncFormatter(lambda v, _: f"{v:g}%"))
+                top.tick_params(which="minor", length=0)
             else:
                 top.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.0f}%"))
             top.tick_params(labelsize=8)
-        ax.set_title(_facet_title(keys, facets), pad=34 if len(peak) else 6)
+        ax.set_title(_facet_title(keys, facets))
         ax.set_xlabel("GFLOP/s" + (" (log scale)" if log else ""))
         ax.set_yticks(range(len(order)), order)
         ax.set_ylim(len(order) - 0.5, -0.5)
     handles = [Line2D([], [], marker="o", ls="", color=c, label=i) for i, c in pal.items()]
     handles.append(Line2D([], [], color="#c00", ls="--", label="measured peak (large matmul)"))
-    fig.legend(handles=handles, loc="upper center", ncol=len(handles), bbox_to_anchor=(0.5, 1.0),
-               frameon=False)
-    fig.suptitle("Achieved throughput (ok results only; further right is better)", y=1.04)
-    fig.tight_layout(rect=(0, 0, 1, 0.97))
+    _legend(fig, handles)
+    fig.suptitle("Achieved throughput (ok results only; further right is better)")
     return fig
 
 
@@ -281,10 +289,10 @@ def correctness(df: pd.DataFrame):
         ax.tick_params(which="minor", length=0)
         ax.set_title(_facet_title(keys, facets), fontsize=10)
     sm = plt.cm.ScalarMappable(norm=norm, cmap=cmap)
-    cb = fig.colorbar(sm, ax=axes, shrink=0.8, pad=0.02, aspect=30)
-    cb.set_label("relative error / tolerance (log scale; > 1 fails)")
+    cb = fig.colorbar(sm, ax=axes, shrink=0.9, pad=0.02, aspect=25)
+    cb.set_label("rel. error / tolerance (> 1 fails)")
     cb.ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"$10^{{{v:g}}}$" if v else "1 (tol)"))
-    fig.suptitle("Correctness against the float64 reference (blank: no row)", y=1.0)
+    fig.suptitle("Correctness against the float64 reference (blank: no row)")
     return fig
 
 
@@ -338,15 +346,14 @@ def crossover(df: pd.DataFrame):
         ax.set_yscale("log")
         ax.set_xticks(ks, [str(k) for k in ks])
         ax.xaxis.set_minor_formatter(NullFormatter())
-        ax.yaxis.set_major_formatter(_times_formatter())
+        _log_ticks(ax.yaxis, sub["time_median_s"].min(), sub["time_median_s"].max(), _times_formatter())
         ax.set_title(_facet_title(keys, facets), fontsize=10)
         ax.set_xlabel("kernel size k (k×k, log scale)")
         ax.set_ylabel("median time per call")
     handles = [Line2D([], [], marker="o", color=c, label=i) for i, c in pal.items() if i in set(d["impl"])]
     handles.append(Line2D([], [], marker="X", ls="", color="none", mec="#c00", ms=8, label="incorrect"))
-    fig.legend(handles=handles, loc="upper center", ncol=len(handles), bbox_to_anchor=(0.5, 1.0), frameon=False)
-    fig.suptitle("Crossover: time against kernel size (lower is better)", y=1.05)
-    fig.tight_layout(rect=(0, 0, 1, 0.96))
+    _legend(fig, handles)
+    fig.suptitle("Crossover: time against kernel size (lower is better)")
     return fig
 
 

@@ -43,7 +43,7 @@ def conform(df: pd.DataFrame) -> pd.DataFrame:
         else:
             col = col.astype("string")
         df[name] = col
-    return df
+    return df[list(COLUMNS) + [c for c in df.columns if c not in COLUMNS]]
 
 
 def _as_bool(v):

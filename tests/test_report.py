@@ -1,0 +1,193 @@
+"""The sweep report: derived figures (speedup, wins, summary), robustness to partial tables, and
+the written report (every plot a real PNG, the HTML self-contained and holding the summary)."""
+from __future__ import annotations
+
+import base64
+import io
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import matplotlib
+import pandas as pd
+import pytest
+
+matplotlib.use("Agg")
+import matplotlib.image as mpimg  # noqa: E402
+import matplotlib.pyplot as plt  # noqa: E402
+
+from data.synthetic import fabricate_results, write_sweep  # noqa: E402
+from harness import plots, report  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def assert_png(data: bytes, min_side: int = 200):
+    """A decodable PNG of some size with more than one colour: a plot, not an empty frame."""
+    assert data[:8] == PNG_MAGIC
+    img = mpimg.imread(io.BytesIO(data), format="png")
+    assert img.shape[0] >= min_side and img.shape[1] >= min_side, img.shape
+    assert img.std() > 0.02, "image is (nearly) a single colour"
+
+
+@pytest.fixture(scope="module")
+def table() -> pd.DataFrame:
+    return report.enrich(fabricate_results())
+
+
+# ------------------------------------------------------------------------------ derived figures
+def test_speedup_is_reference_time_over_own_time(table):
+    case = (table["layer"] == "conv2_3x3") & (table["dtype"] == "float32") & (table["pass"] == "forward")
+    rows = table[case].set_index("impl")
+    assert rows.loc["cudnn", "speedup"] == pytest.approx(1.0)
+    assert rows.loc["unfold", "speedup"] == pytest.approx(
+        rows.loc["cudnn", "time_median_s"] / rows.loc["unfold", "time_median_s"])
+    assert pd.isna(table.loc[table["status"].isin(["timeout", "unsupported", "skipped", "error"]), "speedup"]).all()
+
+
+def test_incorrect_result_is_never_a_win(table):
+    bad = table[table["status"] == "incorrect"]
+    assert len(bad) == 1 and bad["speedup"].iloc[0] > 10  # the planted fast, wrong result
+    assert not bad["winner"].any()
+    case = table.set_index(report.CASE).index.isin(bad.set_index(report.CASE).index)
+    winners = table[case & table["winner"]]
+    assert list(winners["status"]) == ["ok"] and winners["impl"].iloc[0] != "fft"
+
+
+def test_one_winner_per_case_with_an_ok_row(table):
+    cases_with_ok = table[table["status"] == "ok"].groupby(report.CASE).ngroups
+    assert table["winner"].sum() == cases_with_ok
+    assert table.loc[table["winner"], "status"].eq("ok").all()
+
+
+def test_summary_counts(table):
+    s = report.summary(table)
+    raw = fabricate_results()
+    for impl, g in raw.groupby("impl"):
+        assert s.loc[impl, "cases run"] == (~g["status"].isin(["unsupported", "skipped"])).sum()
+        assert s.loc[impl, "correct"] == (g["status"] == "ok").sum()
+        assert s.loc[impl, "failures"] == g["status"].isin(["incorrect", "error", "timeout"]).sum()
+    assert s["wins"].sum() == table["winner"].sum()
+    assert s.loc["cudnn", "median speedup vs cudnn"] == pytest.approx(1.0)
+    assert s.loc["loop", "median speedup vs cudnn"] < 0.1
+
+
+def test_conform_reads_partial_tables():
+    """Old or CPU-only tables (no CUDA columns, no samples, text booleans) read like complete ones."""
+    raw = fabricate_results().drop(columns=["cuda", "cudnn", "samples", "peak_gflops"])
+    raw["correct"] = raw["correct"].astype("string").str.lower()
+    df = report.conform(raw)
+    assert list(df.columns)[: len(report.COLUMNS)] == list(report.COLUMNS)
+    assert df["peak_gflops"].isna().all() and df["correct"].dtype == "boolean"
+    assert df["correct"].sum() == (raw["correct"] == "true").sum()
+
+
+def test_kernel_families_only_where_only_the_kernel_varies(table):
+    fam = plots.kernel_families(table)
+    assert set(fam["layer"]) == {"k3", "k7", "k15", "k31"}
+    assert plots.kernel_families(table[table["suite"] != "kernels"]).empty  # resnet layers differ in more
+
+
+def test_plots_without_data_are_left_out(table):
+    no_ref = table[table["impl"] != "cudnn"].drop(columns=["speedup", "winner"])
+    assert plots.speedup(report.enrich(no_ref)) is None
+    assert plots.crossover(table[table["suite"] != "kernels"]) is None
+    failed = table.assign(status="error", time_median_s=float("nan"), gflops=float("nan"),
+                          speedup=float("nan"), rel_err=float("nan"))
+    assert plots.time_vs_size(failed) is None and plots.throughput(failed) is None
+    fig = plots.correctness(failed)  # failures are still worth a picture
+    assert fig is not None
+    plt.close(fig)
+
+
+# --------------------------------------------------------------------------------- the report
+@pytest.fixture(scope="module")
+def written(tmp_path_factory) -> Path:
+    """A report of one dtype and the forward pass (one panel per plot keeps this test quick)."""
+    df = fabricate_results()
+    df = df[(df["dtype"] == "float32") & (df["pass"] == "forward")]
+    sweep = write_sweep(tmp_path_factory.mktemp("sweep"), df)
+    out = report.write_report(sweep)
+    assert out == sweep / "report.html"
+    return sweep
+
+
+def test_every_plot_is_a_real_png(written):
+    pngs = sorted(p.stem for p in written.glob("*.png"))
+    assert pngs == sorted(name for name, *_ in plots.PLOTS)
+    for name in pngs:
+        assert_png((written / f"{name}.png").read_bytes())
+
+
+def test_html_is_self_contained_and_holds_the_summary(written):
+    page = (written / "report.html").read_text(encoding="utf-8")
+    assert not re.search(r'src="(?!data:)', page), "the page must not load anything from outside"
+    images = re.findall(r'src="data:image/png;base64,([^"]+)"', page)
+    assert len(images) == len(plots.PLOTS)
+    for data in images:
+        assert_png(base64.b64decode(data))
+    summary = page[page.index("<h2>Summary</h2>"):page.index("<h2>Plots</h2>")]
+    for header in ("cases run", "correct", "failures", "median speedup vs cudnn", "wins"):
+        assert f"<th>{header}</th>" in summary
+    for impl in ("cudnn", "unfold", "fft", "loop"):
+        assert f"<td>{impl}</td>" in summary
+    assert page.index("Environment") < page.index("Summary") < page.index("Plots") < page.index("All results")
+    assert '<tr class="timeout">' in page and "Synthetic CPU" in page
+
+
+def test_markdown_links_the_plots(written):
+    md = (written / "report.md").read_text(encoding="utf-8")
+    for name, *_ in plots.PLOTS:
+        assert f"]({name}.png)" in md
+    assert "| impl | cases run | correct | failures | not run | median speedup vs cudnn | wins |" in md
+
+
+def test_stale_plots_are_removed_and_csv_is_enough(tmp_path):
+    """A rebuilt report of a sweep without a kernels family must not keep an old crossover.png;
+    a sweep with only results.csv still reports."""
+    df = fabricate_results()
+    df = df[(df["dtype"] == "float32") & (df["pass"] == "forward") & (df["suite"] != "kernels")
+            & (df["impl"].isin(["cudnn", "unfold"]))]
+    df.to_csv(tmp_path / "results.csv", index=False)
+    (tmp_path / "crossover.png").write_bytes(PNG_MAGIC)
+    report.write_report(tmp_path)
+    assert not (tmp_path / "crossover.png").exists()
+    assert "Crossover" not in (tmp_path / "report.html").read_text(encoding="utf-8")
+
+
+def test_cli_reports_a_missing_table(tmp_path, capsys):
+    assert report.main([str(tmp_path)]) == 2
+    assert "no results.parquet" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------- full and real runs
+@pytest.mark.slow
+def test_full_synthetic_report(tmp_path):
+    """Every facet: two dtypes, both passes, all statuses."""
+    sweep = write_sweep(tmp_path, fabricate_results())
+    report.write_report(sweep)
+    for name, *_ in plots.PLOTS:
+        assert_png((sweep / f"{name}.png").read_bytes())
+
+
+@pytest.mark.slow
+def test_report_of_a_real_smoke_sweep(tmp_path):
+    """The issue's check: a small real sweep, then its report (built by the sweep's callback,
+    and again by hand with `python -m harness.report`)."""
+    sweep = tmp_path / "sweep"
+    run = subprocess.run([sys.executable, "-m", "harness", "-m", "suite=smoke", f"hydra.sweep.dir={sweep}",
+                          f"results_link={tmp_path / 'latest'}"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=540)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    (sweep / "report.html").unlink(missing_ok=True)
+    by_hand = subprocess.run([sys.executable, "-m", "harness.report", str(sweep)], cwd=ROOT,
+                             capture_output=True, text=True, timeout=120)
+    assert by_hand.returncode == 0, by_hand.stderr
+    pngs = list(sweep.glob("*.png"))
+    assert {p.stem for p in pngs} >= {"time_vs_size", "speedup", "throughput", "correctness"}
+    for p in pngs:
+        assert_png(p.read_bytes())
+    page = (sweep / "report.html").read_text(encoding="utf-8")
+    assert "<th>median speedup vs cudnn</th>" in page and "<td>cudnn</td>" in page
