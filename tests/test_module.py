@@ -141,14 +141,14 @@ def test_unknown_impl_fails_at_construction():
         implementations.Conv2d(2, 3, 3, impl="no_such_impl")
 
 
-def test_module_path_impl(tmp_path, monkeypatch):
+def test_module_path_impl(tmp_path, monkeypatch, request):
     """impl may be "package.module:function", like get()."""
     (tmp_path / "convbench_module_impl.py").write_text(
         "import torch.nn.functional as F\n"
         "def conv(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):\n"
         "    return -F.conv2d(input, weight, bias, stride, padding, dilation, groups)\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.delitem(sys.modules, "convbench_module_impl", raising=False)  # removed again afterwards
+    request.addfinalizer(lambda: sys.modules.pop("convbench_module_impl", None))
     ref = nn.Conv2d(2, 3, 3)
     mine = implementations.Conv2d.from_conv(ref, impl="convbench_module_impl:conv")
     x = torch.randn(1, 2, 5, 5)
