@@ -306,6 +306,59 @@ def run_gradcheck(fn, case: Case, device: str) -> None:
 
 
 # ----------------------------------------------------------------------------------------------
+# The checks themselves: deliberately wrong implementations must fail them
+
+
+class _ScaledWeightGrad(torch.autograd.Function):
+    """Identity on the weight whose backward is off by 0.1%: a subtly wrong gradient."""
+
+    @staticmethod
+    def forward(ctx, w):
+        return w.view_as(w)
+
+    @staticmethod
+    def backward(ctx, g):
+        return g * 1.001
+
+
+def _wrong_same_split(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    """Puts the odd extra 'same' row/column at the top/left instead of PyTorch's bottom/right."""
+    kh, kw = weight.shape[-2:]
+    total_h, total_w = kh - 1, kw - 1
+    x = F.pad(input, (total_w - total_w // 2, total_w // 2, total_h - total_h // 2, total_h // 2))
+    return F.conv2d(x, weight, bias, stride, 0, dilation, groups)
+
+
+def _float32_inside(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    """Right answer, computed in float32 whatever the dtype: must fail the float64 tolerance."""
+    out = F.conv2d(input.float(), weight.float(), None if bias is None else bias.float(), stride, padding,
+                   dilation, groups)
+    return out.to(input.dtype)
+
+
+def _bad_weight_grad(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    return F.conv2d(input, _ScaledWeightGrad.apply(weight), bias, stride, padding, dilation, groups)
+
+
+def _bias_not_differentiated(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    return F.conv2d(input, weight, None if bias is None else bias.detach(), stride, padding, dilation, groups)
+
+
+@pytest.mark.parametrize("wrong, case, dtype", [
+    (_wrong_same_split, "same_even_kernel", torch.float32),
+    (_float32_inside, "opinfo_groups2_dil4", torch.float64),
+    (_bad_weight_grad, "opinfo_depthwise_mult2", torch.float32),
+    (_bias_not_differentiated, "kernel_1x1", torch.float64),
+], ids=["same_split", "float32_inside", "weight_grad_off_0.1pct", "bias_grad_missing"])
+def test_checks_catch_wrong_implementations(wrong, case, dtype, monkeypatch):
+    from implementations import registry
+    monkeypatch.setattr(registry, "_registry", dict(registry._registry))
+    implementations.register("wrong_for_test")(wrong)
+    with pytest.raises(AssertionError):
+        check_case("wrong_for_test", next(c for c in CASES if c.name == case), dtype)
+
+
+# ----------------------------------------------------------------------------------------------
 # Seeded fuzz over valid configurations
 
 
