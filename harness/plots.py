@@ -100,11 +100,14 @@ def _log_ticks(axis, lo: float, hi: float, fmt) -> None:
     axis.set_minor_formatter(NullFormatter())
 
 
-def _grid(n_panels: int, ncols: int, panel_w: float, panel_h: float, **kw):
+def _grid(n_panels: int, ncols: int, panel_w: float, panel_h: float, labels=(), extra_w: float = 0, **kw):
+    """Panels in a constrained layout, the figure widened for the longest tick label in `labels`
+    (shape names on the vertical axis) and `extra_w` inches (legend, colour bar)."""
     ncols = max(1, min(ncols, n_panels))
     nrows = math.ceil(n_panels / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(panel_w * ncols, max(panel_h, 2.4) * nrows), squeeze=False,
-                             layout="constrained", **kw)
+    label_w = 0.075 * max((len(str(x)) for x in labels), default=0)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(panel_w * ncols + label_w + extra_w, max(panel_h, 2.4) * nrows),
+                             squeeze=False, layout="constrained", **kw)
     for ax in axes.flat[n_panels:]:
         ax.set_visible(False)
     return fig, list(axes.flat[:n_panels])
@@ -120,12 +123,10 @@ def time_vs_size(df: pd.DataFrame):
     if d.empty:
         return None
     pal = palette(df)
-    rows = [c for c in ("device", "dtype") if d[c].nunique() > 1]
-    d = d.assign(row=d[rows].astype(str).agg(" · ".join, axis=1) if rows else "")
-    facets = ["row", "pass"]
+    facets = [c for c in ("device", "dtype") if d[c].nunique() > 1] + ["pass"]
     groups = _groups(d, facets)
     ncols = d["pass"].nunique()
-    fig, axes = _grid(len(groups), ncols, 5.6, 4.2, sharex=True, sharey=True)
+    fig, axes = _grid(len(groups), ncols, 5.6, 4.2, extra_w=1.6, sharex=True, sharey=True)
     lo, hi = d["flops"].min() / 1.5, d["flops"].max() * 1.5
     tlo, thi = d["time_median_s"].min() / 2, d["time_median_s"].max() * 2
     for ax, (keys, sub) in zip(axes, groups):
@@ -166,7 +167,8 @@ def speedup(df: pd.DataFrame):
     facets = _varying(d, ["device", "dtype", "pass"])
     order = (d.drop_duplicates("case").sort_values(["suite", "flops"], na_position="last")["case"].tolist())
     groups = _groups(d, facets)
-    fig, axes = _grid(len(groups), 2, 6.2, 0.9 + 0.32 * len(order), sharex=True, sharey=True)
+    fig, axes = _grid(len(groups), 2, 5.0, 0.9 + 0.32 * len(order), labels=order, extra_w=2.2,
+                      sharex=True, sharey=True)
     ypos = {c: i for i, c in enumerate(order)}
     for ax, (keys, sub) in zip(axes, groups):
         ax.axvline(1, color="0.3", lw=1)
@@ -211,7 +213,7 @@ def throughput(df: pd.DataFrame):
     order = d.drop_duplicates("case").sort_values(["suite", "flops"], na_position="last")["case"].tolist()
     ypos = {c: i for i, c in enumerate(order)}
     groups = _groups(d, facets)
-    fig, axes = _grid(len(groups), 2, 6.2, 1.1 + 0.32 * len(order), sharey=True)
+    fig, axes = _grid(len(groups), 2, 5.0, 1.1 + 0.32 * len(order), labels=order, extra_w=2.4, sharey=True)
     for ax, (keys, sub) in zip(axes, groups):
         log = sub["gflops"].max() / sub["gflops"].min() > 10
         for impl, s in sub.groupby("impl"):
@@ -264,8 +266,9 @@ def correctness(df: pd.DataFrame):
     vmax = max(1.0, math.ceil(vals.max())) if len(vals) else 1
     norm = TwoSlopeNorm(vmin=vmin, vcenter=0, vmax=vmax)
     cmap = sns.diverging_palette(145, 10, s=80, l=55, as_cmap=True)
-    ncols = min(len(groups), 4)
-    fig, axes = _grid(len(groups), ncols, 0.75 * len(pal) + 1.4, 1.2 + 0.34 * len(order), sharey=True)
+    ncols = min(len(groups), 2)  # two panels a row keep the shape names readable in the page
+    fig, axes = _grid(len(groups), ncols, 0.75 * len(pal) + 0.6, 1.2 + 0.34 * len(order), labels=order,
+                      extra_w=1.2, sharey=True)
     for ax, (keys, sub) in zip(axes, groups):
         mat = sub.pivot_table(index="case", columns="impl", values="ratio", aggfunc="max", dropna=False)
         mat = mat.reindex(index=order, columns=list(pal))
@@ -324,7 +327,7 @@ def crossover(df: pd.DataFrame):
                  + d["w"].astype(str) + "→" + d["c_out"].astype(str) + " s" + d["stride"].fillna("?"))
     facets = _varying(d, ["family", "device", "dtype", "pass"])
     groups = _groups(d, facets)
-    fig, axes = _grid(len(groups), 2, 5.8, 4.0, sharex=True)
+    fig, axes = _grid(len(groups), 2, 5.2, 3.8, extra_w=1.2, sharex=True)
     ks = sorted(d["kh"].unique())
     for ax, (keys, sub) in zip(axes, groups):
         for impl, s in sub.groupby("impl"):

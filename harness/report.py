@@ -143,8 +143,9 @@ def _fmt(v, spec: str) -> str:
 
 def display_table(df: pd.DataFrame) -> pd.DataFrame:
     """The full table as strings, one row per result, in a person's order and units."""
-    df = df.sort_values(["suite", "layer", "shape", "device", "dtype", "pass", "time_median_s"],
-                        na_position="last")
+    order = {"float32": 0, "float64": 1, "float16": 2, "bfloat16": 3, "forward": 0, "backward": 1}
+    df = df.sort_values(["suite", "flops", "shape", "device", "dtype", "pass", "time_median_s"], na_position="last",
+                        key=lambda c: c.map(order) if c.name in ("dtype", "pass") else c)
     return pd.DataFrame({
         "impl": df["impl"].fillna(""),
         "suite": df["suite"].fillna(""),
@@ -158,7 +159,7 @@ def display_table(df: pd.DataFrame) -> pd.DataFrame:
         "IQR": df["time_iqr_s"].map(_fmt_time),
         "GFLOP/s": df["gflops"].map(lambda v: _fmt(v, ",.1f")),
         "% peak": df["pct_peak"].map(lambda v: _fmt(v, ".0f")),
-        f"× {REFERENCE}": df["speedup"].map(lambda v: _fmt(v, ".2f")),
+        f"× {REFERENCE}": df["speedup"].where(df["status"] == "ok").map(lambda v: _fmt(v, ".3g")),
         "rel err": df["rel_err"].map(lambda v: _fmt(v, ".1e")),
         "tol": df["tol"].map(lambda v: _fmt(v, ".0e")),
         "message": df["message"].fillna("").map(lambda m: m if len(m) <= 120 else m[:117] + "..."),
@@ -168,7 +169,7 @@ def display_table(df: pd.DataFrame) -> pd.DataFrame:
 def _summary_strings(s: pd.DataFrame) -> pd.DataFrame:
     s = s.reset_index()
     col = f"median speedup vs {REFERENCE}"
-    s[col] = s[col].map(lambda v: "" if pd.isna(v) else f"{v:.2f}×")
+    s[col] = s[col].map(lambda v: "" if pd.isna(v) else f"{v:.3g}×")
     return s.astype(str)
 
 
@@ -199,7 +200,9 @@ body { font-family: system-ui, -apple-system, Segoe UI, Roboto, sans-serif; marg
        max-width: 1300px; color: #222; padding: 0 1em; }
 h1 { margin-bottom: 0.2em; } h2 { margin-top: 1.8em; border-bottom: 1px solid #ddd; }
 table { border-collapse: collapse; font-size: 0.85em; margin: 0.5em 0; }
-th, td { padding: 0.25em 0.6em; border-bottom: 1px solid #eee; text-align: left; }
+th, td { padding: 0.25em 0.6em; border-bottom: 1px solid #eee; text-align: left; white-space: nowrap; }
+td:last-child { white-space: normal; min-width: 16em; }
+.scroll { overflow-x: auto; }
 th { background: #f4f4f4; position: sticky; top: 0; }
 td:nth-child(n+2) { font-variant-numeric: tabular-nums; }
 tr.incorrect td, tr.error td, tr.timeout td { background: #fde8e8; }
@@ -270,7 +273,7 @@ def write_report(sweep_dir: pathlib.Path) -> pathlib.Path:
                     f'<img alt="{html.escape(t)}" src="data:image/png;base64,{data}"></figure>')
     if not figures:
         body.append("<p>No timed rows: nothing to plot.</p>")
-    body += ["<h2>All results</h2>", html_table(full, status_col="status")]
+    body += ["<h2>All results</h2>", f'<div class="scroll">{html_table(full, status_col="status")}</div>']
     page = (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
             f"<style>{CSS}</style></head><body>{''.join(body)}</body></html>")
     out = sweep_dir / "report.html"
