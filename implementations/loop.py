@@ -1,34 +1,110 @@
 """`loop`: the textbook sliding window. A Python loop over output positions; at each one the
 window is multiplied with the kernel, vectorised over batch and channels. Slow on purpose: the
-readable baseline every other method is checked against by eye."""
+readable baseline every other method is checked against by eye.
+
+Slow, but without needless work: every buffer is allocated once per call, not per position. The
+output is kept position-major, (Ho, Wo, g, n, C_out/g), so each position's product is written
+straight into its own contiguous block; one permute at the end gives NCHW. The backward is the
+same loop run in reverse (a custom autograd Function): at each position the window's gradient is
+added back into the input's and the window's outer product with the output gradient into the
+weight's, so autograd does not keep thousands of per-position views and products alive.
+"""
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 
-from .params import prepare
+from .params import ConvParams, prepare
 from .registry import register
+
+
+def _positions(p: ConvParams, ho: int, wo: int):
+    """(i, j, rows, cols): each output position and the (dilated) slices of its input window."""
+    (sh, sw), (dh, dw) = p.stride, p.dilation
+    ekh, ekw = p.effective_kernel()
+    for i in range(ho):
+        rows = slice(i * sh, i * sh + ekh, dh)
+        for j in range(wo):
+            yield i, j, rows, slice(j * sw, j * sw + ekw, dw)
+
+
+def _grouped(window: torch.Tensor, g: int) -> torch.Tensor:
+    """A (n, C, kh, kw) window as (g, n, C/g, kh, kw): the per-group operand, a view."""
+    n, c, kh, kw = window.shape
+    return window.view(n, g, c // g, kh, kw).transpose(0, 1)
+
+
+def _forward(x: torch.Tensor, weight: torch.Tensor, bias, p: ConvParams) -> torch.Tensor:
+    xp = F.pad(x, p.pad_lrtb)
+    n = x.shape[0]
+    c_out, c_g, kh, kw = weight.shape
+    g = p.groups
+    ho, wo = p.output_size(x.shape[-2], x.shape[-1])
+    wt = weight.reshape(g, c_out // g, c_g * kh * kw).transpose(1, 2)  # (g, K, C_out/g)
+    window = x.new_empty(g, n, c_g, kh, kw)  # one position's window, per group
+    out = x.new_empty(ho, wo, g, n, c_out // g)
+    for i, j, rows, cols in _positions(p, ho, wo):
+        window.copy_(_grouped(xp[:, :, rows, cols], g))
+        torch.bmm(window.view(g, n, c_g * kh * kw), wt, out=out[i, j])
+    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():  # F.conv2d's layout
+        out = out.permute(3, 0, 1, 2, 4).reshape(n, ho, wo, c_out).permute(0, 3, 1, 2)  # the one copy
+    else:
+        out = out.permute(3, 2, 4, 0, 1).reshape(n, c_out, ho, wo)  # the one copy, to NCHW
+    if bias is not None:
+        out += bias.view(1, -1, 1, 1)
+    return out
+
+
+def _backward(grad_out, x, weight, p: ConvParams, need_x: bool, need_w: bool):
+    xp = F.pad(x, p.pad_lrtb)
+    n = x.shape[0]
+    c_out, c_g, kh, kw = weight.shape
+    g = p.groups
+    ho, wo = grad_out.shape[-2:]
+    wg = weight.reshape(g, c_out // g, c_g * kh * kw)
+    go = grad_out.reshape(n, g, c_out // g, ho, wo).permute(3, 4, 1, 0, 2).contiguous()  # (Ho, Wo, g, n, Co/g)
+    window = x.new_empty(g, n, c_g, kh, kw)
+    gwin = x.new_empty(g, n, c_g, kh, kw)
+    gw = torch.zeros_like(wg) if need_w else None
+    gxp = torch.zeros_like(xp) if need_x else None
+    for i, j, rows, cols in _positions(p, ho, wo):
+        if need_w:  # weight gradient: window^T x output gradient, summed over positions
+            window.copy_(_grouped(xp[:, :, rows, cols], g))
+            gw.baddbmm_(go[i, j].transpose(1, 2), window.view(g, n, c_g * kh * kw))
+        if need_x:  # input gradient: output gradient x kernel, added back into the window
+            torch.bmm(go[i, j], wg, out=gwin.view(g, n, c_g * kh * kw))
+            _grouped(gxp[:, :, rows, cols], g).add_(gwin)
+    gx = None
+    if need_x:
+        top, _, left, _ = p.padding
+        gx = gxp[:, :, top:top + x.shape[-2], left:left + x.shape[-1]]
+    return gx, (gw.view(weight.shape) if need_w else None)
+
+
+class _LoopConv(torch.autograd.Function):
+    """The position loop forward, the same loop backward (first-order gradients)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, p):
+        ctx.p = p
+        ctx.has_bias = bias is not None
+        ctx.save_for_backward(x, weight)
+        return _forward(x, weight, bias, p)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out):
+        x, weight = ctx.saved_tensors
+        need_x, need_w, need_b = ctx.needs_input_grad[:3]
+        gx, gw = _backward(grad_out, x, weight, ctx.p, need_x, need_w)
+        gb = grad_out.sum((0, 2, 3)) if need_b and ctx.has_bias else None
+        return gx, gw, gb, None
 
 
 @register("loop")
 def conv2d_loop(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     x, weight, bias, p, unbatched = prepare(input, weight, bias, stride, padding, dilation, groups)
-    x = F.pad(x, p.pad_lrtb)
-    n, c_in = x.shape[:2]
-    c_out, c_g, kh, kw = weight.shape
-    g = p.groups
-    (sh, sw), (dh, dw) = p.stride, p.dilation
-    ekh, ekw = p.effective_kernel()
-    ho, wo = (x.shape[2] - ekh) // sh + 1, (x.shape[3] - ekw) // sw + 1
-    wg = weight.reshape(g, c_out // g, c_g, kh, kw)
-    rows = []
-    for i in range(ho):
-        cols = []
-        for j in range(wo):
-            window = x[:, :, i * sh:i * sh + ekh:dh, j * sw:j * sw + ekw:dw].reshape(n, g, c_g, kh, kw)
-            cols.append(torch.einsum("ngckl,gockl->ngo", window, wg).reshape(n, c_out))
-        rows.append(torch.stack(cols, dim=-1))
-    out = torch.stack(rows, dim=-2)
-    if bias is not None:
-        out = out + bias.view(1, -1, 1, 1)
+    needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias))
+    out = _LoopConv.apply(x, weight, bias, p) if needs_grad else _forward(x, weight, bias, p)
     return out.squeeze(0) if unbatched else out

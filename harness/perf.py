@@ -1,0 +1,197 @@
+"""`make bench-perf`: the built-ins' speed targets of issue #6, as ratios to `cudnn` (F.conv2d).
+
+Every implementation is timed against `cudnn` on the same tensors in the same process, the two
+interleaved round by round (the machine is shared, so a slow spell hits both); the ratio reported
+is the median of the per-round ratios. Peak memory above what was live before the call is measured
+for every implementation, CPU included (profiler memory events, via `harness.memory`).
+
+It is a report, not a test: it prints one table and exits 0 whether targets are met or not.
+
+    python -m harness.perf [--batch 8] [--threads 2] [--rounds 3] [--min-run-time 0.2] [--device cpu]
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import torch
+from rich.console import Console
+from rich.table import Table
+from torch.utils.benchmark import Timer
+
+import implementations
+
+from .memory import peak_bytes
+
+# torchvision ResNet-50 (v1.5) at 224x224, unique layers: (c_in, c_out, k, stride, pad, h_in).
+# Source: /work/shared/reference-shapes.md (from torchvision's model definition).
+RESNET50_3X3 = [(64, 64, 3, 1, 1, 56), (128, 128, 3, 2, 1, 56), (128, 128, 3, 1, 1, 28), (256, 256, 3, 2, 1, 28),
+                (256, 256, 3, 1, 1, 14), (512, 512, 3, 2, 1, 14), (512, 512, 3, 1, 1, 7)]
+RESNET50_1X1 = [(64, 64, 1, 1, 0, 56), (64, 256, 1, 1, 0, 56), (256, 64, 1, 1, 0, 56), (256, 128, 1, 1, 0, 56),
+                (256, 512, 1, 2, 0, 56), (128, 512, 1, 1, 0, 28), (512, 128, 1, 1, 0, 28), (512, 256, 1, 1, 0, 28),
+                (512, 1024, 1, 2, 0, 28), (256, 1024, 1, 1, 0, 14), (1024, 256, 1, 1, 0, 14),
+                (1024, 512, 1, 1, 0, 14), (1024, 2048, 1, 2, 0, 14), (512, 2048, 1, 1, 0, 7), (2048, 512, 1, 1, 0, 7)]
+# Issue #6's FFT cases: 128x128 images, 16->16 channels, batch 4, padding k//2.
+FFT_KERNELS = {3: 10.0, 15: 1.0, 31: 0.2}  # kernel -> largest allowed time ratio to cudnn
+
+
+@dataclass
+class Case:
+    group: str  # rows sharing a target that is judged on their median ratio
+    label: str
+    impl: str
+    n: int
+    c_in: int
+    c_out: int
+    k: int
+    stride: int
+    pad: int
+    h: int
+    target: dict = field(default_factory=dict)  # pass -> max ratio (per row)
+
+    def tensors(self, device, dtype=torch.float32):
+        gen = torch.Generator().manual_seed(0)
+        x = torch.randn(self.n, self.c_in, self.h, self.h, generator=gen, dtype=dtype)
+        w = torch.randn(self.c_out, self.c_in, self.k, self.k, generator=gen, dtype=dtype) / (self.c_in * self.k ** 2) ** .5
+        b = torch.randn(self.c_out, generator=gen, dtype=dtype)
+        return x.to(device), w.to(device), b.to(device)
+
+
+@dataclass
+class Row:
+    case: Case
+    pass_: str
+    impl_s: float
+    cudnn_s: float
+    ratio: float
+    peak: int
+    cudnn_peak: int
+    target: Optional[float]
+
+
+def cases(batch: int, quick: bool) -> list[Case]:
+    out = []
+    fwd_bwd = {"forward": None, "backward": 2.5}
+    for layers, group, fwd in ((RESNET50_3X3, "resnet50 3x3", None), (RESNET50_1X1, "resnet50 1x1", 1.3)):
+        for c_in, c_out, k, s, p, h in (layers[::3] if quick else layers):
+            out.append(Case(group, f"{c_in}->{c_out} k{k} s{s} {h}x{h}", "unfold", batch, c_in, c_out, k, s, p, h,
+                            {**fwd_bwd, "forward": fwd}))
+    for k, target in FFT_KERNELS.items():
+        out.append(Case(f"fft k{k}", f"16->16 k{k} 128x128", "fft", 4, 16, 16, k, 1, k // 2, 128,
+                        {"forward": target, "backward": None}))
+    # The loop is Python-bound by design: one small layer, for its speed and memory, no target.
+    out.append(Case("loop", "64->64 k3 s1 14x14", "loop", batch, 64, 64, 3, 1, 1, 14))
+    return out
+
+
+def _calls(fn, case: Case, device) -> dict[str, Callable[[], object]]:
+    """forward() and backward() (all three gradients from a saved graph) for one implementation."""
+    x, w, b = case.tensors(device)
+
+    def forward():
+        with torch.no_grad():
+            return fn(x, w, b, case.stride, case.pad)
+
+    leaves = [t.detach().requires_grad_() for t in (x, w, b)]
+    out = fn(*leaves, case.stride, case.pad)
+    grad_out = torch.randn_like(out)
+
+    def backward():
+        return torch.autograd.grad(out, leaves, grad_out, retain_graph=True)
+
+    return {"forward": forward, "backward": backward}
+
+
+def _median_time(fn, threads: int, min_run_time: float) -> float:
+    return Timer("fn()", globals={"fn": fn}, num_threads=threads).blocked_autorange(min_run_time=min_run_time).median
+
+
+def measure(case: Case, passes, args, device) -> list[Row]:
+    impl = _calls(implementations.get(case.impl), case, device)
+    ref = _calls(implementations.get("cudnn"), case, device)
+    rows = []
+    for pass_ in passes:
+        for f in (impl[pass_], ref[pass_]):  # warm-up: lazy init, allocator, caches
+            f(), f()
+        times_i, times_c = [], []
+        for _ in range(args.rounds):  # interleaved, so load from neighbours hits both sides
+            times_i.append(_median_time(impl[pass_], args.threads, args.min_run_time))
+            times_c.append(_median_time(ref[pass_], args.threads, args.min_run_time))
+        ratio = statistics.median(i / c for i, c in zip(times_i, times_c))
+        rows.append(Row(case, pass_, statistics.median(times_i), statistics.median(times_c), ratio,
+                        peak_bytes(impl[pass_], device), peak_bytes(ref[pass_], device), case.target.get(pass_)))
+    return rows
+
+
+def _met(ratio: float, target: Optional[float]) -> str:
+    if target is None:
+        return ""
+    return "[green]met[/]" if ratio <= target else "[red]not met[/]"
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:.1f}"
+
+
+def summary_rows(rows: list[Row]) -> list[tuple]:
+    """The issue's aggregate targets: the median ResNet-50 3x3 and 1x1 layer, forward and backward."""
+    targets = {("resnet50 3x3", "forward"): 2.0, ("resnet50 3x3", "backward"): 2.5,
+               ("resnet50 1x1", "forward"): 1.3, ("resnet50 1x1", "backward"): 2.5}
+    out = []
+    for (group, pass_), target in targets.items():
+        ratios = [r.ratio for r in rows if r.case.group == group and r.pass_ == pass_]
+        if ratios:
+            med = statistics.median(ratios)
+            out.append((f"{group}: median of {len(ratios)} layers", pass_, med, max(ratios), target))
+    return out
+
+
+def render(rows: list[Row], args) -> Table:
+    t = Table(title=f"convbench perf vs cudnn (F.conv2d): {args.device}, float32, {args.threads} threads, "
+                    f"batch {args.batch} (ResNet-50), {args.rounds} interleaved rounds, median ratio")
+    for col in ("impl", "case", "pass", "impl ms", "cudnn ms", "ratio", "target", "", "peak MiB", "cudnn MiB"):
+        t.add_column(col, justify="left" if col in ("impl", "case", "pass", "") else "right", no_wrap=True)
+    for r in rows:
+        t.add_row(r.case.impl, r.case.label, r.pass_, f"{r.impl_s * 1e3:.2f}", f"{r.cudnn_s * 1e3:.2f}",
+                  f"{r.ratio:.2f}", f"<= {r.target:g}" if r.target is not None else "-", _met(r.ratio, r.target),
+                  _mib(r.peak), _mib(r.cudnn_peak))
+    t.add_section()
+    for label, pass_, med, worst, target in summary_rows(rows):
+        t.add_row("unfold", label, pass_, "", "", f"{med:.2f}", f"<= {target:g}", _met(med, target), f"worst {worst:.2f}",
+                  "")
+    return t
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--batch", type=int, default=8, help="batch of the ResNet-50 layers (default 8)")
+    ap.add_argument("--threads", type=int, default=2, help="torch intra-op threads while timing")
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved impl/cudnn timing rounds")
+    ap.add_argument("--min-run-time", type=float, default=0.2, help="seconds per blocked_autorange")
+    ap.add_argument("--quick", action="store_true", help="every third ResNet-50 layer only")
+    ap.add_argument("--only", default="", help="only case groups containing this text (e.g. fft, 3x3)")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    console = Console()
+    if not console.is_terminal:  # piped or logged: keep each row on one line
+        console = Console(width=160)
+    rows = []
+    todo = [c for c in cases(args.batch, args.quick) if args.only in c.group]
+    for i, case in enumerate(todo, 1):
+        console.print(f"[{i}/{len(todo)}] {case.impl} {case.label}", style="dim")
+        reason = implementations.unsupported_reason(implementations.get(case.impl), device, torch.float32)
+        if reason:
+            console.print(f"  skipped: {reason}")
+            continue
+        rows += measure(case, ("forward", "backward"), args, device)
+    console.print(render(rows, args))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
