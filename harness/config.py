@@ -116,7 +116,7 @@ class Config:
     cudnn_benchmark: bool = True         # cuDNN autotuning, done during warm-up
     allow_tf32: bool = False             # TF32 cannot meet a float32 tolerance
     seed: int = 0
-    budget_s: float = 5.0                # time limit per case (check + all passes' timing)
+    budget_s: float = 5.0                # time limit per case and pass (its check + its timing)
     strict: bool = False                 # exit non-zero on any incorrect or error row
     results_link: Optional[str] = "results/latest"  # symlink pointed at the newest sweep; null: none
 

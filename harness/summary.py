@@ -29,10 +29,10 @@ def summarize(df: pd.DataFrame, console: Console | None = None, max_shapes: int 
     passes = [p for p in ("forward", "backward") if p in set(df["pass"].dropna())]
     table = Table(title=f"Fastest correct implementation per shape ({len(df)} rows)", title_justify="left",
                   show_edge=False, pad_edge=False, box=None)
-    table.add_column("layer")
-    table.add_column("shape")
+    table.add_column("layer", no_wrap=True)
+    table.add_column("shape", no_wrap=True, overflow="ellipsis")
     for p in passes:
-        table.add_column(p)
+        table.add_column(p, no_wrap=True)
     shapes = df.drop_duplicates(GROUP)[GROUP]
     winner = {(*key, p): row for key, p, row in zip(best[GROUP].itertuples(index=False, name=None),
                                                     best["pass"], best.itertuples(index=False))}
@@ -55,7 +55,7 @@ def summarize(df: pd.DataFrame, console: Console | None = None, max_shapes: int 
     bad = df[df["status"].isin(FAILURES)]
     if len(bad):
         console.print(f"[bold red]{len(bad)} failed rows[/] (first {min(len(bad), max_failures)}):")
-        for row in bad.head(max_failures).itertuples(index=False):
-            msg = str(row.message)[:110]
-            console.print(f"  {row.status:9} {row.impl} {row.layer} {getattr(row, 'pass')}: {msg}",
+        for row in bad.head(max_failures).to_dict("records"):
+            msg = str(row["message"])[:110]
+            console.print(f"  {row['status']:9} {row['impl']} {row['layer']} {row['pass']}: {msg}",
                           markup=False, highlight=False)
