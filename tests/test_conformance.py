@@ -92,6 +92,7 @@ CASES = [
     Case("kernel_eq_input", (1, 2, 5, 4), (3, 2, 5, 4), False, {}),
     Case("dilated_kernel_eq_input", (1, 2, 5, 5), (2, 2, 3, 3), True, dict(dilation=2)),
     Case("padding_gt_kernel", (1, 2, 3, 3), (2, 2, 2, 2), True, dict(padding=(3, 2))),
+    Case("empty_batch", (0, 2, 5, 5), (3, 2, 3, 3), True, dict(padding=1)),
     Case("groups3_mult_and_per_group", (1, 6, 5, 5), (9, 2, 3, 3), True, dict(groups=3, padding=(0, 1))),
 ]
 CASE_IDS = [c.name for c in CASES]
@@ -154,6 +155,8 @@ def assert_matches(actual: torch.Tensor, expected: torch.Tensor, dtype: torch.dt
     assert actual.shape == expected.shape, f"{what}: shape {tuple(actual.shape)} != {tuple(expected.shape)}"
     assert actual.dtype == dtype, f"{what}: dtype {actual.dtype} != {dtype}"
     assert torch.isfinite(actual).all(), f"{what}: non-finite values"
+    if expected.numel() == 0:
+        return
     tol = tolerance(dtype, reduction)
     a, e = actual.detach().to(torch.float64).cpu(), expected.detach().to(torch.float64).cpu()
     ref_norm = e.norm().item()
@@ -236,7 +239,9 @@ def test_layout_cases_really_are_non_contiguous():
             assert not w.is_contiguous(), case.name
 
 
-LAYOUT_CASES = [c for c in CASES if len(c.input) == 4 and c.layout == "contiguous"][::3]
+LAYOUT_CASES = [c for c in CASES if c.name in (
+    "opinfo_stride2_pad2", "opinfo_groups2_dil4", "opinfo_same_dil3", "opinfo_depthwise_mult2", "opinfo_groups2_k3x2",
+    "same_even_kernel_dilated", "kernel_1x1", "kernel_1x1_stride2_pad1", "stride_gt_kernel", "kernel_eq_padded_input")]
 
 
 @pytest.mark.parametrize("case", LAYOUT_CASES, ids=[c.name for c in LAYOUT_CASES])
@@ -277,6 +282,133 @@ def test_keyword_and_positional_calls_agree(impl):
             groups=k["groups"])
     torch.testing.assert_close(pos, kw, rtol=0, atol=0)
     assert_matches(pos, reference(x, w, b, k)[0], torch.float64, 1, f"{impl} positional")
+
+
+GRAD_OUT_CASES = [c for c in CASES if c.name in (
+    "opinfo_groups2_dil4", "same_even_kernel_dilated", "channels_last", "kernel_1x1", "unbatched",
+    "groups3_mult_and_per_group")]
+
+
+@pytest.mark.parametrize("case", GRAD_OUT_CASES, ids=[c.name for c in GRAD_OUT_CASES])
+@pytest.mark.parametrize("impl", IMPLS)
+def test_backward_with_unusual_grad_outputs(impl, case):
+    """Real losses hand backward expanded (sum/mean), channels_last or transposed gradients."""
+    fn = implementations.get(impl)
+    for kind in ("expanded", "channels_last", "transposed"):
+        x, w, b = make_tensors(case, torch.float64, seed=7)
+        out = fn(x, w, b, **case.kwargs)
+        ref, *_ = reference(x, w, b, case.kwargs)
+        if kind == "expanded":
+            grad_out = torch.full((), 0.5, dtype=out.dtype).expand(out.shape)
+        else:
+            g = torch.randn(out.shape, dtype=out.dtype, generator=torch.Generator().manual_seed(3))
+            grad_out = g.transpose(-1, -2).contiguous().transpose(-1, -2) if kind == "transposed" or g.dim() != 4 \
+                else g.contiguous(memory_format=torch.channels_last)
+        out.backward(grad_out)
+        _, gx, gw, gb = reference(x, w, b, case.kwargs, grad_out.contiguous())
+        red = reductions(case, ref.shape)
+        for name, a, e in (("grad_input", x.grad, gx), ("grad_weight", w.grad, gw), ("grad_bias", b.grad if b is
+                                                                                      not None else None, gb)):
+            if e is not None:
+                assert_matches(a, e, torch.float64, red[name], f"{impl}/{case.name} {kind} grad_out {name}")
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_only_some_inputs_require_grad(impl):
+    """Gradients for exactly the tensors that ask for them; none computed, none invented."""
+    fn = implementations.get(impl)
+    case = next(c for c in CASES if c.name == "opinfo_groups2_dil4")
+    for wanted in ("x", "w", "b", "xw", "wb", ""):
+        x, w, b = make_tensors(case, torch.float64, seed=5)
+        for name, t in (("x", x), ("w", w), ("b", b)):
+            t.requires_grad_(name in wanted)
+        out = fn(x, w, b, **case.kwargs)
+        assert out.requires_grad == bool(wanted), wanted
+        ref, gx, gw, gb = reference(x, w, b, case.kwargs, torch.ones_like(out))
+        assert_matches(out, ref, torch.float64, 1, f"{impl} requires_grad={wanted!r} forward")
+        if not wanted:
+            continue
+        out.backward(torch.ones_like(out))
+        for name, t, e in (("x", x, gx), ("w", w, gw), ("b", b, gb)):
+            if name in wanted:
+                assert_matches(t.grad, e, torch.float64, 1, f"{impl} requires_grad={wanted!r} grad {name}")
+            else:
+                assert t.grad is None, f"{impl}: grad for {name} though it does not require one"
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_no_grad_and_inference_mode(impl):
+    fn = implementations.get(impl)
+    case = next(c for c in CASES if c.name == "same_even_kernel_dilated")
+    x, w, b = make_tensors(case, torch.float32)
+    ref = reference(x, w, b, case.kwargs)[0]
+    for ctx in (torch.no_grad, torch.inference_mode):
+        with ctx():
+            out = fn(x, w, b, **case.kwargs)
+        assert not out.requires_grad
+        assert_matches(out, ref, torch.float32, 1, f"{impl} under {ctx.__name__}")
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_calls_are_independent(impl):
+    """No state leaks between calls: inputs are not modified, an earlier output is not overwritten
+    by a later call (buffer reuse), and the output does not alias the input."""
+    fn = implementations.get(impl)
+    for case in (CASES[1], next(c for c in CASES if c.name == "kernel_1x1"),
+                 next(c for c in CASES if c.name == "channels_last")):
+        x1, w1, b1 = make_tensors(case, torch.float32, seed=1)
+        x2, w2, b2 = make_tensors(case, torch.float32, seed=2)
+        before = [t.detach().clone() for t in (x1, w1, b1)]
+        out1 = fn(x1, w1, b1, **case.kwargs)
+        kept = out1.detach().clone()
+        out2 = fn(x2, w2, b2, **case.kwargs)
+        out2.sum().backward()
+        for t, t0 in zip((x1, w1, b1), before):
+            torch.testing.assert_close(t.detach(), t0, rtol=0, atol=0, msg=lambda m: f"{impl}: input modified: {m}")
+        torch.testing.assert_close(out1.detach(), kept, rtol=0, atol=0,
+                                   msg=lambda m: f"{impl}: output overwritten by a later call: {m}")
+        assert out1.untyped_storage().data_ptr() != x1.untyped_storage().data_ptr()
+        assert_matches(out1, reference(x1, w1, b1, case.kwargs)[0], torch.float32, 1, f"{impl} first call")
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_batch_is_images_side_by_side(impl, monkeypatch):
+    """Each image's result depends on that image only (catches batch chunking/offset errors). For
+    `unfold`, a tiny column budget forces one image per chunk when the module has such a knob."""
+    module = getattr(implementations, impl, None)
+    if hasattr(module, "CHUNK_BYTES"):
+        monkeypatch.setattr(module, "CHUNK_BYTES", 1)
+    fn = implementations.get(impl)
+    for case in (Case("batch5", (5, 3, 6, 7), (4, 3, 3, 2), True, dict(stride=(2, 1), padding=(1, 2))),
+                 Case("batch5_cl_grouped", (5, 4, 6, 5), (4, 2, 2, 2), True, dict(groups=2, padding="same"),
+                      layout="channels_last"),
+                 Case("batch3_cl_1x1", (3, 4, 4, 4), (5, 4, 1, 1), False, {}, layout="channels_last")):
+        check_case(impl, case, torch.float64, seed=11)
+        x, w, b = make_tensors(case, torch.float64, seed=11)
+        whole = fn(x, w, b, **case.kwargs)
+        for i in range(x.shape[0]):
+            torch.testing.assert_close(whole[i], fn(x[i], w, b, **case.kwargs), rtol=1e-12, atol=1e-12)
+
+
+MEDIUM_CASES = [
+    Case("resnet_3x3", (2, 32, 28, 28), (32, 32, 3, 3), True, dict(padding=1)),
+    Case("resnet_stride2_cl", (2, 32, 28, 28), (64, 32, 3, 3), False, dict(stride=2, padding=1),
+         layout="channels_last"),
+    Case("mobilenet_depthwise", (2, 64, 28, 28), (64, 1, 3, 3), True, dict(padding=1, groups=64)),
+    Case("stem_7x7", (2, 3, 64, 64), (16, 3, 7, 7), False, dict(stride=2, padding=3)),
+    Case("big_chunks", (8, 64, 32, 32), (16, 64, 3, 3), True, dict(padding=1)),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("case", MEDIUM_CASES, ids=[c.name for c in MEDIUM_CASES])
+@pytest.mark.parametrize("impl", IMPLS)
+def test_medium_shapes(impl, case, dtype):
+    """Realistic layer sizes (large reductions, several unfold chunks, long FFTs)."""
+    if impl == "loop" and case.input[-1] * case.input[-2] > 400:
+        case = Case(case.name, case.input[:2] + (12, 12), case.weight, case.bias, case.kwargs, case.layout)
+    check_case(impl, case, dtype)
 
 
 GRADCHECK_CASES = [
