@@ -47,13 +47,16 @@ def _forward(x: torch.Tensor, weight: torch.Tensor, bias, p: ConvParams) -> torc
     for i, j, rows, cols in _positions(p, ho, wo):
         window.copy_(_grouped(xp[:, :, rows, cols], g))
         torch.bmm(window.view(g, n, c_g * kh * kw), wt, out=out[i, j])
-    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():  # F.conv2d's layout
-        out = out.permute(3, 0, 1, 2, 4).reshape(n, ho, wo, c_out).permute(0, 3, 1, 2)  # the one copy
+    # The one copy, to F.conv2d's layout for this input, with the bias added on the way.
+    fmt = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous() \
+        else torch.contiguous_format
+    result = torch.empty(n, c_out, ho, wo, dtype=x.dtype, device=x.device, memory_format=fmt)
+    grouped = out.permute(3, 2, 4, 0, 1)  # (n, g, C_out/g, Ho, Wo)
+    if bias is None:
+        result.view(grouped.shape).copy_(grouped)
     else:
-        out = out.permute(3, 2, 4, 0, 1).reshape(n, c_out, ho, wo)  # the one copy, to NCHW
-    if bias is not None:
-        out += bias.view(1, -1, 1, 1)
-    return out
+        torch.add(grouped, bias.view(1, g, -1, 1, 1), out=result.view(grouped.shape))
+    return result
 
 
 def _backward(grad_out, x, weight, p: ConvParams, need_x: bool, need_w: bool):
