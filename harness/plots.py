@@ -31,10 +31,16 @@ def _timed(df: pd.DataFrame, statuses=("ok",)) -> pd.DataFrame:
     return df[df["status"].isin(statuses) & (df["time_median_s"] > 0)]
 
 
+BUILTINS = (REFERENCE, "unfold", "fft", "loop")  # fixed colours, so every report reads alike
+
+
 def palette(df: pd.DataFrame) -> dict[str, tuple]:
-    """impl -> colour, the reference implementation first, the same in every figure."""
-    impls = sorted(df["impl"].dropna().unique(), key=lambda i: (i != REFERENCE, i))
-    return dict(zip(impls, sns.color_palette("colorblind", max(len(impls), 1))))
+    """impl -> colour: the built-ins always in the same colour, other implementations after them."""
+    present = set(df["impl"].dropna())
+    others = sorted(present - set(BUILTINS))
+    colours = sns.color_palette("colorblind", len(BUILTINS) + len(others))
+    pal = dict(zip(list(BUILTINS) + others, colours))
+    return {impl: c for impl, c in pal.items() if impl in present}
 
 
 def case_labels(df: pd.DataFrame) -> pd.Series:
@@ -88,8 +94,8 @@ def _ratio_formatter():
 
 
 def _legend(fig, handles):
-    """Outside the panels, top right: never over data, whatever the figure's height."""
-    fig.legend(handles=handles, loc="outside right upper", frameon=False)
+    """Outside the panels, on the right: never over data or the title, whatever the figure's size."""
+    fig.legend(handles=handles, loc="outside right center", frameon=False)
 
 
 def _log_ticks(axis, lo: float, hi: float, fmt) -> None:

@@ -94,8 +94,7 @@ def summary(df: pd.DataFrame) -> pd.DataFrame:
         "correct": g["status"].apply(lambda s: int((s == "ok").sum())),
         "failures": g["status"].apply(lambda s: int(s.isin(FAILURES).sum())),
         "not run": g["status"].apply(lambda s: int(s.isin(NOT_RUN).sum())),
-        f"median speedup vs {REFERENCE}": g.apply(
-            lambda x: x.loc[x["status"] == "ok", "speedup"].median(), include_groups=False),
+        f"median speedup vs {REFERENCE}": df[df["status"] == "ok"].groupby("impl")["speedup"].median(),
         "wins": g["winner"].sum().astype(int),
     })
     out.index.name = "impl"
@@ -111,6 +110,10 @@ def environment(df: pd.DataFrame) -> dict[str, str]:
         values = sorted({str(v) for v in df[col].dropna() if str(v) != ""})
         if values:
             env[label] = ", ".join(values)
+    if "convbench revision" in env:
+        env["convbench revision"] = ", ".join(r[:12] for r in env["convbench revision"].split(", "))
+    if env.get("devices") == env.get("CPU"):
+        env.pop("devices", None)
     if df["git_dirty"].fillna(False).any():
         env["convbench revision"] = env.get("convbench revision", "?") + " (uncommitted changes)"
     times = df["time"].dropna()
@@ -186,10 +189,9 @@ def html_table(df: pd.DataFrame, status_col: str | None = None) -> str:
     """An HTML table of string cells; rows get a class named after their status."""
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in df.columns)
     rows = []
-    for row in df.itertuples(index=False):
-        cls = ""
-        if status_col is not None:
-            cls = f' class="{html.escape(str(getattr(row, status_col)).split()[0] if str(getattr(row, status_col)) else "")}"'
+    statuses = df[status_col].str.split().str[0].fillna("") if status_col else pd.Series("", index=df.index)
+    for status, row in zip(statuses, df.itertuples(index=False)):
+        cls = f' class="{html.escape(status)}"' if status else ""
         rows.append(f"<tr{cls}>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in row) + "</tr>")
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
 

@@ -102,6 +102,20 @@ def test_plots_without_data_are_left_out(table):
     plt.close(fig)
 
 
+def test_panels_follow_devices_dtypes_and_passes(table):
+    """A second device doubles the panels; reference speedups stay per device (never CPU vs GPU)."""
+    one = table[(table["dtype"] == "float32") & (table["suite"] == "kernels")]
+    gpu = one.assign(device="cuda:0", time_median_s=one["time_median_s"] / 20)
+    two = report.enrich(pd.concat([one, gpu], ignore_index=True).drop(columns=["speedup", "winner", "pct_peak"]))
+    pd.testing.assert_series_equal(two.loc[two["device"] == "cpu", "speedup"].reset_index(drop=True),
+                                   two.loc[two["device"] == "cuda:0", "speedup"].reset_index(drop=True))
+    for draw, n in ((plots.speedup, 4), (plots.time_vs_size, 4), (plots.crossover, 4)):
+        fig = draw(two)
+        titles = [ax.get_title() for ax in fig.axes if ax.get_visible() and ax.get_title()]
+        assert len(titles) == n and {"cpu · forward", "cuda:0 · backward"} <= set(titles), titles
+        plt.close(fig)
+
+
 # --------------------------------------------------------------------------------- the report
 @pytest.fixture(scope="module")
 def written(tmp_path_factory) -> Path:
