@@ -27,6 +27,7 @@ from harness.report import FAILURES, KEY, load_results, markdown_table
 THRESHOLD = 1.10
 ALPHA = 0.05
 FLAGGED = ("regression", "broken")  # what --fail-on-regression fails on
+MAX_PRINTED = 20
 CARRY = ["status", "time_median_s", "samples", "device_name", "git_rev"]
 
 
@@ -123,6 +124,8 @@ def plot(c: pd.DataFrame, threshold: float, max_rows: int = 60):
     import matplotlib.pyplot as plt
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
+    import harness.plots  # noqa: F401  (the report's seaborn look)
+
     d = c[c["change"].isin(["regression", "improvement", "noise", "no change"])].copy()
     if d.empty:
         return None
@@ -204,9 +207,11 @@ def main(argv: list[str] | None = None) -> int:
     if devices[0] and devices[1] and devices[0] != devices[1]:
         print(f"warning: different devices ({', '.join(sorted(devices[0]))} vs {', '.join(sorted(devices[1]))})")
     flagged = c[c["change"].isin(["regression", "improvement", "broken", "fixed"])]
-    for r in flagged.to_dict("records"):
+    for r in flagged.head(MAX_PRINTED).to_dict("records"):
         ratio = "" if pd.isna(r["ratio"]) else f"  {r['ratio']:.2f}x (p={r['p_value']:.2g})"
         print(f"  {r['change']:<11} " + " ".join(str(r[k]) for k in KEY) + ratio)
+    if len(flagged) > MAX_PRINTED:
+        print(f"  ... and {len(flagged) - MAX_PRINTED} more flagged rows in compare.md")
     print("wrote " + ", ".join(str(p) for p in paths))
     if args.fail_on_regression and c["change"].isin(FLAGGED).any():
         return 1
