@@ -72,13 +72,20 @@ def _load_path(path: str) -> ConvFn:
 
 def get(name: str) -> ConvFn:
     """The function registered as `name`, or loaded from "package.module:function"."""
+    if not isinstance(name, str):
+        raise TypeError(f"implementation name must be a string, got {name!r}")
     if name in _registry:
         return _registry[name]
-    if isinstance(name, str) and ":" in name:
+    if ":" in name:
         return _load_path(name)
     eps = _entry_points()
     if name in eps:
-        fn = eps[name].load()
+        try:
+            fn = eps[name].load()
+        except (ImportError, AttributeError) as exc:
+            raise UnknownImplementation(f"implementation {name!r} is declared by an installed package "
+                                        f"({ENTRY_POINT_GROUP}: {eps[name].value}) but cannot be loaded: "
+                                        f"{exc}") from exc
         _registry[name] = fn
         return fn
     known = ", ".join(names())

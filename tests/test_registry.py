@@ -188,3 +188,19 @@ def test_unknown_name_lists_entry_points_too(tiny_module, clean_registry, monkey
     monkeypatch.setattr(registry, "entry_points", lambda *, group: eps)
     with pytest.raises(implementations.UnknownImplementation, match="ep_listed"):
         implementations.get("nope")
+
+
+def test_broken_entry_point_says_which_package_entry(clean_registry, monkeypatch):
+    eps = [EntryPoint(name="ep_broken", value="convbench_no_such_module_xyz:conv",
+                      group=implementations.ENTRY_POINT_GROUP)]
+    monkeypatch.setattr(registry, "entry_points", lambda *, group: eps)
+    assert "ep_broken" in implementations.names()
+    with pytest.raises(implementations.UnknownImplementation,
+                       match=r"'ep_broken' is declared by an installed package .*convbench_no_such_module_xyz:conv"):
+        implementations.get("ep_broken")
+
+
+@pytest.mark.parametrize("bad", [None, 3, ["loop"]])
+def test_get_rejects_non_string_names(bad):
+    with pytest.raises(TypeError, match="implementation name must be a string"):
+        implementations.get(bad)
