@@ -339,6 +339,9 @@ def crossover(df: pd.DataFrame):
         for impl, s in sub.groupby("impl"):
             ok = s[s["status"] == "ok"].sort_values("kh")
             ax.plot(ok["kh"], ok["time_median_s"], marker="o", color=pal[impl], label=impl)
+            spread = ok["time_iqr_s"].fillna(0) / 2  # the samples' spread: how far to trust a crossing
+            ax.fill_between(ok["kh"], (ok["time_median_s"] - spread).clip(lower=ok["time_median_s"] / 10),
+                            ok["time_median_s"] + spread, color=pal[impl], alpha=0.15, lw=0)
             bad = s[s["status"] != "ok"]
             ax.scatter(bad["kh"], bad["time_median_s"], marker="X", s=60, color="none", edgecolor="#c00",
                        lw=1.2, zorder=4)
@@ -348,16 +351,14 @@ def crossover(df: pd.DataFrame):
         for k, impl in zip(best["kh"], best["impl"]):
             if prev is not None and impl != prev:
                 ax.axvline(k, color=pal[impl], ls=":", lw=1.5)
-                ax.text(k, 0.98, f" {impl} fastest\n from k={k}", transform=ax.get_xaxis_transform(),
-                        fontsize=8, color="0.2", va="top")
+                ax.text(k, 0.98, f"{impl} fastest\nfrom k={k}", transform=ax.get_xaxis_transform(), fontsize=8,
+                        color="0.2", va="top", ha="right", bbox=dict(fc="white", ec="none", alpha=0.8, pad=1))
             prev = impl
-        ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_xticks(ks, [str(k) for k in ks])
-        ax.xaxis.set_minor_formatter(NullFormatter())
         _log_ticks(ax.yaxis, sub["time_median_s"].min(), sub["time_median_s"].max(), _times_formatter())
         ax.set_title(_facet_title(keys, facets), fontsize=10)
-        ax.set_xlabel("kernel size k (k×k, log scale)")
+        ax.set_xlabel("kernel size k (k×k)")
         ax.set_ylabel("median time per call")
     handles = [Line2D([], [], marker="o", color=c, label=i) for i, c in pal.items() if i in set(d["impl"])]
     handles.append(Line2D([], [], marker="X", ls="", color="none", mec="#c00", ms=8, label="incorrect"))
@@ -384,6 +385,7 @@ PLOTS = [
      "Relative error against the float64 reference divided by the dtype's tolerance: green passes, "
      "red fails. Cells name why a result is missing or wrong.", correctness),
     ("crossover", "Crossover against kernel size",
-     "Time against kernel size for problems that differ only in the kernel (the kernels suite); "
-     "dotted lines mark where the fastest correct implementation changes.", crossover),
+     "Time against kernel size for problems that differ only in the kernel (the kernels suite), the band "
+     "around each line its interquartile range; dotted lines mark where the fastest correct implementation "
+     "changes.", crossover),
 ]
