@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import mannwhitneyu
 
-from harness.report import FAILURES, KEY, load_results, markdown_table
+from harness.report import FAILURES, KEY, REFERENCE, load_results, markdown_table
 
 THRESHOLD = 1.10
 ALPHA = 0.05
@@ -161,6 +161,22 @@ def plot(c: pd.DataFrame, threshold: float, max_rows: int = 60):
     return fig
 
 
+def caveats(c: pd.DataFrame) -> list[str]:
+    """Reasons to distrust the verdicts: different hardware, or the vendor baseline itself moving
+    (its code rarely changes between runs, so a significant change there means the conditions did:
+    load, threads, clocks; on a shared machine the test is then right that the timings differ)."""
+    out = []
+    old_dev, new_dev = set(c["device_name_old"].dropna()), set(c["device_name_new"].dropna())
+    if old_dev and new_dev and old_dev != new_dev:
+        out.append(f"different devices: {', '.join(sorted(old_dev))} vs {', '.join(sorted(new_dev))}")
+    ref = c[(c["impl"] == REFERENCE) & c["change"].isin(["regression", "improvement"])]
+    if len(ref):
+        out.append(f"{REFERENCE} itself changed significantly in {len(ref)} of "
+                   f"{int((c['impl'] == REFERENCE).sum())} rows: the measuring conditions differ between the runs "
+                   "(load, threads, clocks), so other flags may be the machine, not the code")
+    return out
+
+
 def write(c: pd.DataFrame, out: pathlib.Path, threshold: float, alpha: float, old_dir, new_dir) -> list[pathlib.Path]:
     """compare.csv (every column), compare.md (summary and table) and compare.png into `out`."""
     out.mkdir(parents=True, exist_ok=True)
@@ -168,7 +184,7 @@ def write(c: pd.DataFrame, out: pathlib.Path, threshold: float, alpha: float, ol
     c.to_csv(paths[0], index=False)
     md = [f"# convbench compare", "", f"- old: `{old_dir}`", f"- new: `{new_dir}`",
           f"- flagged when new/old passes {threshold:g} (or 1/{threshold:g}) and Mann-Whitney U p < {alpha:g}",
-          f"- {summary_line(c)}", ""]
+          f"- {summary_line(c)}"] + [f"- **warning**: {w}" for w in caveats(c)] + [""]
     if (out / "compare.png").exists():
         (out / "compare.png").unlink()
     fig = plot(c, threshold)
@@ -203,9 +219,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     paths = write(c, args.out or args.new, args.threshold, args.alpha, args.old, args.new)
     print(summary_line(c))
-    devices = (set(old["device_name"].dropna()), set(new["device_name"].dropna()))
-    if devices[0] and devices[1] and devices[0] != devices[1]:
-        print(f"warning: different devices ({', '.join(sorted(devices[0]))} vs {', '.join(sorted(devices[1]))})")
+    for warning in caveats(c):
+        print(f"warning: {warning}")
     flagged = c[c["change"].isin(["regression", "improvement", "broken", "fixed"])]
     for r in flagged.head(MAX_PRINTED).to_dict("records"):
         ratio = "" if pd.isna(r["ratio"]) else f"  {r['ratio']:.2f}x (p={r['p_value']:.2g})"

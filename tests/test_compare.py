@@ -111,3 +111,11 @@ def test_cli_rejects_a_bad_threshold_and_missing_tables(tmp_path, capsys):
     assert cmp.main([str(old), str(old), "--threshold", "0.9"]) == 2
     assert cmp.main([str(old), str(tmp_path / "nope")]) == 2
     assert "threshold" in capsys.readouterr().err
+
+
+def test_a_moving_baseline_is_called_out():
+    """cudnn's code does not change between runs of convbench: if it moves, the machine did."""
+    quiet = cmp.compare(fabricate_results(seed=1), fabricate_results(seed=2, scale={"unfold": 2.0}))
+    assert cmp.caveats(quiet) == []
+    loud = cmp.compare(fabricate_results(seed=1), fabricate_results(seed=2, scale={"cudnn": 1.5}))
+    assert any("cudnn itself changed" in w for w in cmp.caveats(loud))
