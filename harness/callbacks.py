@@ -63,13 +63,12 @@ def finish(sweep_dir: Path, results_link: Optional[str] = "results/latest", stri
     console = Console()
     if len(df):
         summarize(df, console)
-    console.print(f"table:  {sweep_dir / 'results.parquet'}  ({len(df)} rows; also results.csv)")
+    # plain print: paths must not be wrapped by rich, so they can be copied
+    print(f"table:  {sweep_dir / 'results.parquet'}  ({len(df)} rows; also results.csv)")
     if report is not None:
-        console.print(f"report: {report}")
-    elif (sweep_dir / "report.html").exists() or (sweep_dir / "report.md").exists():
-        console.print(f"report: {sweep_dir / 'report.html'}")
+        print(f"report: {report}")
     if results_link:
-        console.print(f"latest: {results_link} -> {sweep_dir}")
+        print(f"latest: {results_link} -> {sweep_dir}")
     bad = df[df["status"].isin(STRICT_FAILURES)]
     if strict and len(bad):
         console.print(f"[bold red]strict: {len(bad)} incorrect/error rows[/]")
@@ -103,7 +102,11 @@ def check_sweep(config: DictConfig) -> None:
 
 class ConvbenchCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        check_sweep(config)
+        # Hydra turns a callback's Exception into a warning and carries on; SystemExit stops it.
+        try:
+            check_sweep(config)
+        except Exception as exc:
+            raise SystemExit(f"convbench: invalid sweep: {exc}") from exc
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
