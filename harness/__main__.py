@@ -23,7 +23,11 @@ def _sweep_name(sweep_dir: Path) -> str:
     return f"{sweep_dir.parent.name}/{sweep_dir.name}"
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+# An absolute path: `python -m harness` and the `convbench` console script then find the same conf/.
+CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def app(cfg: DictConfig) -> int:
     conf = to_config(cfg)          # runs the schema's checks before anything is measured
     import_plugins(conf.plugins)

@@ -58,4 +58,4 @@ def summarize(df: pd.DataFrame, console: Console | None = None, max_shapes: int 
         for row in bad.head(max_failures).to_dict("records"):
             msg = str(row["message"])[:110]
             console.print(f"  {row['status']:9} {row['impl']} {row['layer']} {row['pass']}: {msg}",
-                          markup=False, highlight=False)
+                          markup=False, highlight=False, no_wrap=True, overflow="ellipsis")
