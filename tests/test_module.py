@@ -25,6 +25,12 @@ CONFIGS = [
 CONFIG_IDS = ["pad1", "strided_dilated_grouped", "depthwise_nobias", "same_even", "1x1_s2", "valid"]
 
 
+@pytest.fixture(autouse=True)
+def _seed():
+    """Reproducible random weights and inputs in every test."""
+    torch.manual_seed(1234)
+
+
 def _pair_of_modules(c_in, c_out, k, kwargs, impl, seed=0, dtype=torch.float32):
     torch.manual_seed(seed)
     ref = nn.Conv2d(c_in, c_out, k, dtype=dtype, **kwargs)

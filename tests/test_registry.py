@@ -17,6 +17,12 @@ from implementations import registry
 BUILTINS = ["cudnn", "fft", "loop", "unfold"]
 
 
+@pytest.fixture(autouse=True)
+def _seed():
+    """Reproducible random weights and inputs in every test."""
+    torch.manual_seed(1234)
+
+
 @pytest.fixture
 def clean_registry(monkeypatch):
     """A private copy of the registry: whatever a test registers is gone afterwards."""
