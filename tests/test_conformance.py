@@ -437,6 +437,25 @@ def run_gradcheck(fn, case: Case, device: str) -> None:
     assert torch.autograd.gradcheck(f, inputs, eps=1e-6, atol=1e-7, rtol=1e-5)
 
 
+def test_prepare_resolves_same_padding_like_pytorch():
+    """The shared `prepare`: its per-side 'same' split and output size are F.conv2d's, for every
+    kernel/dilation parity (odd totals put the extra row/column at the bottom/right)."""
+    x = torch.randn(1, 1, 9, 8, dtype=torch.float64)
+    for kh in range(1, 5):
+        for kw in range(1, 5):
+            for dh in range(1, 4):
+                for dw in range(1, 3):
+                    w = torch.randn(1, 1, kh, kw, dtype=torch.float64)
+                    _, _, _, p, _ = implementations.prepare(x, w, None, 1, "same", (dh, dw), 1)
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore", UserWarning)
+                        ref = F.conv2d(x, w, padding="same", dilation=(dh, dw))
+                    out = F.conv2d(F.pad(x, p.pad_lrtb), w, dilation=(dh, dw))
+                    assert p.output_size(9, 8) == tuple(ref.shape[-2:])
+                    torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12,
+                                               msg=lambda m: f"k=({kh},{kw}) d=({dh},{dw}): {m}")
+
+
 # ----------------------------------------------------------------------------------------------
 # The checks themselves: deliberately wrong implementations must fail them
 
