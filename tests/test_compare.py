@@ -122,3 +122,8 @@ def test_a_moving_baseline_is_called_out():
     assert cmp.caveats(quiet) == []
     loud = cmp.compare(fabricate_results(seed=1), fabricate_results(seed=2, scale={"cudnn": 1.5}))
     assert any("cudnn itself changed" in w for w in cmp.caveats(loud))
+
+
+def test_one_sample_a_side_is_tested_not_trusted():
+    c = cmp.compare(_one_row([1.0]), _one_row([3.0]))
+    assert c["p_value"].iloc[0] == pytest.approx(1.0) and c["change"].tolist() == ["noise"]
