@@ -18,7 +18,7 @@ from matplotlib.colors import TwoSlopeNorm
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-from harness.report import CASE, REFERENCE
+from harness.report import REFERENCE
 
 sns.set_theme(style="whitegrid", context="notebook", font_scale=0.9)
 
@@ -46,7 +46,7 @@ def palette(df: pd.DataFrame) -> dict[str, tuple]:
 
 
 def case_labels(df: pd.DataFrame) -> pd.Series:
-    """A short, unique label per shape: 'layer  (shape)' where the layer name is known."""
+    """A short, unique label per shape: 'layer  shape' where the layer name is known."""
     layer = df["layer"].fillna("")
     return (layer + "  " + df["shape"].fillna("?")).str.strip().where(layer != "", df["shape"].fillna("?"))
 
@@ -71,15 +71,6 @@ def _varying(df: pd.DataFrame, cols: list[str]) -> list[str]:
     """The facet columns that actually vary (a single-device sweep needs no device panels)."""
     out = [c for c in cols if df[c].nunique(dropna=True) > 1]
     return out or cols[-1:]
-
-
-def _log_if_wide(ax, values, axis="x", decades=1.0):
-    v = pd.Series(values).dropna()
-    v = v[v > 0]
-    if len(v) and v.max() / v.min() > 10 ** decades:
-        (ax.set_xscale if axis == "x" else ax.set_yscale)("log")
-        return True
-    return False
 
 
 def _times_formatter():

@@ -69,7 +69,7 @@ def enrich(df: pd.DataFrame) -> pd.DataFrame:
     """Add `speedup` (cudnn's median / this median, same case), `pct_peak`, and `winner` (the
     fastest ok row of its case). Incorrect rows get a speedup, so plots can show them as
     suspicious, but never `winner`."""
-    df = df.copy()
+    df = df.reset_index(drop=True)  # winners are marked by index: it must be unique
     ok = df["status"] == "ok"
     timed = df["time_median_s"].notna() & (df["time_median_s"] > 0)
     ref = (df[ok & timed & (df["impl"] == REFERENCE)]
@@ -119,10 +119,9 @@ def environment(df: pd.DataFrame) -> dict[str, str]:
     times = df["time"].dropna()
     if len(times):
         env["started"] = f"{times.min()} to {times.max()}" if times.min() != times.max() else times.min()
-    for col in ("peak_gflops",):
-        peaks = df.dropna(subset=[col]).groupby(["device", "dtype"])[col].first()
-        if len(peaks):
-            env["measured peak (matmul)"] = ", ".join(f"{d} {t}: {v:,.0f} GFLOP/s" for (d, t), v in peaks.items())
+    peaks = df.dropna(subset=["peak_gflops"]).groupby(["device", "dtype"])["peak_gflops"].median()
+    if len(peaks):
+        env["measured peak (matmul)"] = ", ".join(f"{d} {t}: {v:,.0f} GFLOP/s" for (d, t), v in peaks.items())
     env["rows"] = f"{len(df)} ({', '.join(f'{n} {s}' for s, n in df['status'].value_counts().items())})"
     if df["concurrent"].fillna(False).any():
         env["warning"] = (f"{int(df['concurrent'].fillna(False).sum())} rows were timed while other jobs "
