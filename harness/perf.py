@@ -52,6 +52,19 @@ class Case:
     h: int
     target: dict = field(default_factory=dict)  # pass -> max ratio (per row)
 
+    def out_bytes(self, itemsize: int = 4) -> int:
+        ho = (self.h + 2 * self.pad - self.k) // self.stride + 1
+        return self.n * self.c_out * ho * ho * itemsize
+
+    def mem_target(self) -> Optional[int]:
+        """FFT forward: 3x the output plus the transforms (input, weight and output spectra at the
+        full linear-convolution size, complex64), issue #6's memory bound."""
+        if self.impl != "fft":
+            return None
+        s = self.h + 2 * self.pad + self.k - 1
+        plane = s * (s // 2 + 1) * 8
+        return 3 * self.out_bytes() + plane * (self.n * self.c_in + self.c_out * self.c_in + self.n * self.c_out)
+
     def tensors(self, device, dtype=torch.float32):
         gen = torch.Generator().manual_seed(0)
         x = torch.randn(self.n, self.c_in, self.h, self.h, generator=gen, dtype=dtype)
@@ -69,7 +82,9 @@ class Row:
     ratio: float
     peak: int
     cudnn_peak: int
+    out_bytes: int
     target: Optional[float]
+    mem_target: Optional[int] = None
 
 
 def cases(batch: int, quick: bool) -> list[Case]:
@@ -122,7 +137,8 @@ def measure(case: Case, passes, args, device) -> list[Row]:
             times_c.append(_median_time(ref[pass_], args.threads, args.min_run_time))
         ratio = statistics.median(i / c for i, c in zip(times_i, times_c))
         rows.append(Row(case, pass_, statistics.median(times_i), statistics.median(times_c), ratio,
-                        peak_bytes(impl[pass_], device), peak_bytes(ref[pass_], device), case.target.get(pass_)))
+                        peak_bytes(impl[pass_], device), peak_bytes(ref[pass_], device), case.out_bytes(),
+                        case.target.get(pass_), case.mem_target() if pass_ == "forward" else None))
     return rows
 
 
@@ -152,16 +168,19 @@ def summary_rows(rows: list[Row]) -> list[tuple]:
 def render(rows: list[Row], args) -> Table:
     t = Table(title=f"convbench perf vs cudnn (F.conv2d): {args.device}, float32, {args.threads} threads, "
                     f"batch {args.batch} (ResNet-50), {args.rounds} interleaved rounds, median ratio")
-    for col in ("impl", "case", "pass", "impl ms", "cudnn ms", "ratio", "target", "", "peak MiB", "cudnn MiB"):
-        t.add_column(col, justify="left" if col in ("impl", "case", "pass", "") else "right", no_wrap=True)
+    for col in ("impl", "case", "pass", "impl ms", "cudnn ms", "ratio", "target", "", "peak MiB", "cudnn MiB",
+                "out MiB", "peak target MiB", " "):
+        t.add_column(col, justify="left" if col in ("impl", "case", "pass", "", " ") else "right", no_wrap=True)
     for r in rows:
         t.add_row(r.case.impl, r.case.label, r.pass_, f"{r.impl_s * 1e3:.2f}", f"{r.cudnn_s * 1e3:.2f}",
                   f"{r.ratio:.2f}", f"<= {r.target:g}" if r.target is not None else "-", _met(r.ratio, r.target),
-                  _mib(r.peak), _mib(r.cudnn_peak))
+                  _mib(r.peak), _mib(r.cudnn_peak), _mib(r.out_bytes),
+                  f"<= {_mib(r.mem_target)}" if r.mem_target else "-",
+                  _met(r.peak, r.mem_target) if r.mem_target else "")
     t.add_section()
     for label, pass_, med, worst, target in summary_rows(rows):
-        t.add_row("unfold", label, pass_, "", "", f"{med:.2f}", f"<= {target:g}", _met(med, target), f"worst {worst:.2f}",
-                  "")
+        t.add_row("unfold", label, pass_, "", "", f"{med:.2f}", f"<= {target:g}", _met(med, target),
+                  f"worst {worst:.2f}", "", "", "", "")
     return t
 
 
@@ -179,7 +198,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     device = torch.device(args.device)
     console = Console()
     if not console.is_terminal:  # piped or logged: keep each row on one line
-        console = Console(width=160)
+        console = Console(width=200)
     rows = []
     todo = [c for c in cases(args.batch, args.quick) if args.only in c.group]
     for i, case in enumerate(todo, 1):

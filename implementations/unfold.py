@@ -1,6 +1,6 @@
 """`unfold`: im2col (every receptive field laid out as a column) plus one matrix multiply.
 
-What makes it fast without leaving the algorithm (measurements in harness/perf.py's docstring):
+What makes it fast without leaving the algorithm (`make bench-perf` measures it against F.conv2d):
 - The columns are one gather from an `as_strided` view of the padded input (no `F.unfold`) into a
   buffer laid out for a single large product per group over every pixel of the batch:
   NCHW input -> (K, n*L) and W (C_out, K) @ cols; channels_last input -> (n*L, K) and
@@ -23,9 +23,11 @@ from torch.autograd.function import once_differentiable
 from .params import ConvParams, prepare
 from .registry import register
 
-# Column-buffer budget per chunk of images: below glibc's largest dynamic mmap threshold (32 MiB),
-# so the buffer comes from the heap instead of being page-faulted in afresh on every call.
+# Column-buffer budget per chunk of images. CPU: below glibc's largest dynamic mmap threshold
+# (32 MiB), so the buffer comes from the heap instead of being page-faulted in afresh on every call.
+# GPUs have a caching allocator, so there the budget only bounds the peak memory.
 CHUNK_BYTES = 16 * 2**20
+CHUNK_BYTES_GPU = 256 * 2**20
 
 
 def _is_channels_last(x: torch.Tensor) -> bool:
@@ -52,7 +54,8 @@ class _Plan:
         self.direct = (self.kh, self.kw) == (1, 1) and p.stride == (1, 1) and not p.padded and \
             (self.nhwc or self.g == 1)
         per_image = max(1, self.c_in * self.kh * self.kw * self.L * x.element_size())
-        self.chunk = self.n if self.direct else max(1, min(self.n, CHUNK_BYTES // per_image))
+        budget = CHUNK_BYTES if x.device.type == "cpu" else CHUNK_BYTES_GPU
+        self.chunk = self.n if self.direct else max(1, min(self.n, budget // per_image))
         self.fmt = torch.channels_last if self.nhwc else torch.contiguous_format
 
     def chunks(self):
@@ -149,9 +152,26 @@ def _forward(x, weight, bias, p: ConvParams) -> torch.Tensor:
     return out
 
 
+def _grad_input_as_conv(go: torch.Tensor, weight: torch.Tensor, p: ConvParams) -> torch.Tensor:
+    """Stride 1: grad_input is itself an im2col convolution of the output gradient with the
+    flipped, in/out-swapped kernel (a 'full' correlation, cropped by the forward's padding;
+    negative padding crops). Its product has C_out*kh*kw terms per element, where col2im's
+    has only C_out, so it runs near the forward's speed."""
+    c_out, c_g, kh, kw = weight.shape
+    g = p.groups
+    wt = weight.view(g, c_out // g, c_g, kh, kw).transpose(1, 2).flip(-2, -1).reshape(g * c_g, c_out // g, kh, kw)
+    ekh, ekw = p.effective_kernel()
+    top, bottom, left, right = p.padding
+    full = ConvParams(stride=(1, 1), dilation=p.dilation, groups=g, kernel=(kh, kw),
+                      padding=(ekh - 1 - top, ekh - 1 - bottom, ekw - 1 - left, ekw - 1 - right))
+    return _forward(go, wt, None, full)
+
+
 def _backward(grad_out, x, weight, p: ConvParams, need_x: bool, need_w: bool):
     """(grad_input, grad_weight) of `_forward`, chunk by chunk, recomputing the columns."""
     plan = _Plan(x, weight, p)
+    x_as_conv = need_x and p.stride == (1, 1) and not plan.direct
+    need_x = need_x and not x_as_conv
     go = grad_out.contiguous(memory_format=plan.fmt)
     xp = plan.padded(x)
     wm = plan.weight_matrix(weight)
@@ -181,7 +201,7 @@ def _backward(grad_out, x, weight, p: ConvParams, need_x: bool, need_w: bool):
             else:
                 gcols = go_c @ wm.t() if plan.nhwc else torch.bmm(wm.transpose(1, 2), go_c)
                 plan.col2im(gcols, gxp, a, b)
-    gx = None
+    gx = _grad_input_as_conv(go, weight, p) if x_as_conv else None
     if need_x:
         top, _, left, _ = p.padding
         gx = gxp[:, :, top:top + plan.h, left:left + plan.w]
