@@ -296,7 +296,7 @@ def correctness(df: pd.DataFrame):
     cb = fig.colorbar(sm, ax=axes, shrink=0.9, pad=0.02, aspect=25)
     cb.set_label("rel. error / tolerance (> 1 fails)")
     cb.ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"$10^{{{v:g}}}$" if v else "1 (tol)"))
-    fig.suptitle("Correctness against the float64 reference (blank: no row)")
+    fig.suptitle("Correctness against the float64 reference (blank: no error measured)")
     return fig
 
 
