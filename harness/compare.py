@@ -151,7 +151,9 @@ def plot(c: pd.DataFrame, threshold: float, max_rows: int = 60):
     ax.set_xscale("log")
     lo, hi = min(d["ratio"].min(), 1 / threshold), max(d["ratio"].max(), threshold)
     ax.set_xlim(lo / 1.3, hi * 1.3)
-    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1, 2, 5) if hi / lo > 3 else (1, 1.25, 1.5, 2, 3, 5, 8)))
+    span = hi / lo
+    subs = (1.0,) if span > 100 else (1, 2, 5) if span > 3 else (1, 1.25, 1.5, 2, 3, 5, 8)
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=subs, numticks=8))
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}×"))
     ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel(f"new median / old median (log scale; > 1 is slower; grey band: within ×{threshold:g})")
