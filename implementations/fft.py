@@ -59,42 +59,63 @@ def fast_len(n: int) -> int:
 
 @dataclass(frozen=True)
 class _Axis:
-    """How one spatial axis maps onto the transform.
+    """How one spatial axis maps onto the transforms.
 
-    The input is split into `stride` phases of length `length`; kernel tap `a` reads phase
-    `phase[a]` at circular offset `shift[a]` (negative offsets are the leading padding), so
-    output `i` is sum_a w[a] * phase_{phase[a]}[i + shift[a]].
+    The input is split into `stride` phases of length `length`. Output tile `t` (rows
+    [t·tile, (t+1)·tile)) reads a window of `window` rows of each phase, starting at row
+    t·tile - lead (the leading `lead` rows are the padding); tap `a` reads phase `phase[a]` at
+    `shift[a]` rows into the window. A transform of length `n` >= `window` makes that product
+    of spectra a linear correlation.
     """
 
-    size: int     # input extent, unpadded
     stride: int
-    out: int      # output extent
+    out: int                # output extent
     phase: tuple[int, ...]
-    shift: tuple[int, ...]
-    length: int   # extent of one phase: ceil(size / stride)
-    n: int        # transform length
+    shift: tuple[int, ...]  # >= 0, relative to the window
+    length: int             # extent of one phase: ceil(size / stride)
+    lead: int               # zero rows before the data
+    tile: int               # outputs per tile
+    count: int              # number of tiles
+    n: int                  # transform length
+
+    @property
+    def window(self) -> int:
+        return self.tile + max(self.shift)
 
     @staticmethod
-    def plan(size: int, kernel: int, stride: int, dilation: int, pad_before: int, out: int) -> "_Axis":
+    def taps(size: int, kernel: int, stride: int, dilation: int, pad_before: int):
+        """(phase, shift, length, lead): tap a sits at a·dilation - pad_before of the padded input."""
         taps = [a * dilation - pad_before for a in range(kernel)]
-        phase = tuple(t % stride for t in taps)
-        shift = tuple(t // stride for t in taps)
-        length = -(-size // stride)
-        # Circular correlation equals the linear one when every index i + shift lands either on
-        # the data [0, length) or on zeros that do not wrap onto data.
-        span = max(out + max(shift), length) - min(min(shift), 0)
-        return _Axis(size, stride, out, phase, shift, length, fast_len(span))
+        shift = [t // stride for t in taps]
+        lead = -min(shift)
+        return (tuple(t % stride for t in taps), tuple(q + lead for q in shift), -(-size // stride), lead)
+
+    def tiles(self) -> list["_Axis"]:
+        """Every sensible tiling: for each fast transform length, the fewest tiles it allows."""
+        span, options, seen = max(self.shift), [], set()
+        for n in _fast_lengths(span + 1, fast_len(self.out + span)):
+            count = -(-self.out // (n - span))
+            tile = -(-self.out // count)
+            if count not in seen:
+                seen.add(count)
+                options.append(_Axis(self.stride, self.out, self.phase, self.shift, self.length, self.lead,
+                                     tile, count, fast_len(tile + span)))
+        return options
 
 
-def _tap_dft(axis: _Axis, bins: int, dtype, device) -> torch.Tensor:
-    """(kernel, stride, bins, 2) real matrix: tap a -> [phase[a] == r] * (cos, sin)(2π v shift[a] / n).
-    Multiplying taps by it gives their spectrum e^{+iθ}, i.e. a cross-correlation kernel."""
+@lru_cache(maxsize=None)
+def _fast_lengths(lo: int, hi: int) -> tuple[int, ...]:
+    return tuple(sorted({fast_len(m) for m in range(lo, hi + 1)}))
+
+
+def _tap_dft(axis: _Axis, bins: int, dtype: torch.dtype, device) -> torch.Tensor:
+    """(stride, bins, kernel) complex matrix [phase[a] == r] · e^{+2πi v shift[a] / n}: multiplying the
+    taps by it gives their spectrum for a cross-correlation (the conjugate of a convolution's)."""
     shift = torch.tensor(axis.shift, dtype=torch.float64)
     v = torch.arange(bins, dtype=torch.float64)
-    angle = 2 * math.pi * torch.remainder(shift[:, None] * v[None, :], axis.n) / axis.n
-    phase = torch.tensor(axis.phase)
-    onehot = (phase[:, None] == torch.arange(axis.stride)[None, :]).to(torch.float64)
-    mat = onehot[:, :, None, None] * torch.stack((angle.cos(), angle.sin()), -1)[:, None]
+    angle = 2 * math.pi * torch.remainder(v[:, None] * shift[None, :], axis.n) / axis.n
+    onehot = torch.tensor(axis.phase)[None, :] == torch.arange(axis.stride)[:, None]
+    mat = torch.polar(onehot[:, None, :].to(torch.float64), angle[None])
     return mat.to(dtype=dtype, device=device)
 
 
@@ -112,12 +133,55 @@ class _Plan:
     def phases(self) -> int:
         return self.h.stride * self.w.stride
 
+    @property
+    def tiles(self) -> int:
+        return self.h.count * self.w.count
 
-def _plan(x: torch.Tensor, p: ConvParams) -> _Plan:
+
+# Relative costs per unit, fitted by hand to forward timings of every tiling of 128x128 images
+# with kernels 3, 15 and 31 on the 2-core CPU: one element of a transform (per log2 of its size,
+# plus the layout copies around it), one complex multiply-add of the channel sum, one element of
+# the kernel spectrum (written once, memory-bound).
+_COST_COPY, _COST_MAC, _COST_KERNEL = 20.0, 4.6, 19.0
+# The kernel spectrum may hold this many complex numbers, or twice the output's element count
+# if that is more; past it, smaller tiles bound the memory of huge transforms.
+_KERNEL_BUDGET = 1 << 22
+
+
+def _cost(h: _Axis, w: _Axis, n: int, c_in: int, c_out: int, groups: int) -> float:
+    """Estimated time of a tiling: the transforms, the channel sum, building the kernel spectrum.
+    Small tiles waste transform length on overlap and copies; one big tile makes the kernel
+    spectrum (c_in·c_out/groups planes of the whole transform) the dominant, memory-bound cost."""
+    freqs = h.n * (w.n // 2 + 1)
+    tiles = n * h.count * w.count
+    transforms = tiles * (c_in + c_out) * h.n * w.n * (math.log2(h.n * w.n) + _COST_COPY)
+    contraction = tiles * freqs * c_in * c_out / groups
+    return transforms + _COST_MAC * contraction + _COST_KERNEL * _kernel_size(h, w, c_in, c_out, groups)
+
+
+def _kernel_size(h: _Axis, w: _Axis, c_in: int, c_out: int, groups: int) -> int:
+    return h.n * (w.n // 2 + 1) * c_in * c_out // groups
+
+
+@lru_cache(maxsize=1024)
+def _choose(h: _Axis, w: _Axis, n: int, c_in: int, c_out: int, groups: int) -> tuple[_Axis, _Axis]:
+    """The cheapest tiling whose kernel spectrum fits the budget (the smallest one if none does)."""
+    budget = max(_KERNEL_BUDGET, 2 * n * c_out * h.out * w.out)
+    return min(((th, tw) for th in h.tiles() for tw in w.tiles()),
+               key=lambda hw: (max(_kernel_size(*hw, c_in, c_out, groups), budget),
+                               _cost(*hw, n, c_in, c_out, groups)))
+
+
+def _plan(x: torch.Tensor, weight: torch.Tensor, p: ConvParams) -> _Plan:
     top, _, left, _ = p.padding
     ho, wo = p.output_size(x.shape[-2], x.shape[-1])
-    h = _Axis.plan(x.shape[-2], p.kernel[0], p.stride[0], p.dilation[0], top, ho)
-    w = _Axis.plan(x.shape[-1], p.kernel[1], p.stride[1], p.dilation[1], left, wo)
+    axes = []
+    for size, k, s, d, before, out in ((x.shape[-2], p.kernel[0], p.stride[0], p.dilation[0], top, ho),
+                                       (x.shape[-1], p.kernel[1], p.stride[1], p.dilation[1], left, wo)):
+        phase, shift, length, lead = _Axis.taps(size, k, s, d, before)
+        axes.append(_Axis(s, out, phase, shift, length, lead, out, 1, fast_len(out + max(shift))))
+    phases = p.stride[0] * p.stride[1]
+    h, w = _choose(axes[0], axes[1], x.shape[0], x.shape[1] * phases, weight.shape[0], p.groups)
     return _Plan(h, w, p.groups)
 
 
@@ -132,127 +196,127 @@ def _phases(x: torch.Tensor, plan: _Plan) -> torch.Tensor:
     return x.permute(0, 1, 3, 5, 2, 4).reshape(n, c * sh * sw, plan.h.length, plan.w.length)
 
 
-# ----- spectra in frequency-major layout: (frequencies·groups, 2 = re/im, rows, cols) -----------
+def _tiles(xs: torch.Tensor, plan: _Plan) -> torch.Tensor:
+    """(N, C, Hs, Ws) -> (N·tiles, C, window_h, window_w): the zero padding (or a crop of rows no
+    output reads) and, for several tiles, overlapping windows stacked along the batch."""
+    h, w = plan.h, plan.w
+    rows, cols = (h.count - 1) * h.tile + h.window, (w.count - 1) * w.tile + w.window
+    xs = F.pad(xs, (w.lead, cols - w.lead - w.length, h.lead, rows - h.lead - h.length))
+    if plan.tiles == 1:
+        return xs
+    n, c = xs.shape[:2]
+    xs = xs.unfold(2, h.window, h.tile).unfold(3, w.window, w.tile)   # (N, C, th, tw, wh, ww)
+    return xs.permute(0, 2, 3, 1, 4, 5).reshape(n * plan.tiles, c, h.window, w.window)
+
+
+def _untile(y: torch.Tensor, plan: _Plan) -> torch.Tensor:
+    """(N·tiles, C, tile_h, tile_w) -> (N, C, out_h, out_w)."""
+    h, w = plan.h, plan.w
+    if plan.tiles > 1:
+        c = y.shape[1]
+        y = y.view(-1, h.count, w.count, c, h.tile, w.tile).permute(0, 3, 1, 4, 2, 5)
+        y = y.reshape(-1, c, h.count * h.tile, w.count * w.tile)
+    if y.shape[-2:] != (h.out, w.out):
+        y = y[:, :, :h.out, :w.out].contiguous()
+    return y
+
+
+# ----- spectra in frequency-major layout: (Fh·bins·g, rows, cols), contiguous small matrices ------
 
 def _freq_major(spec: torch.Tensor, groups: int) -> torch.Tensor:
-    """Complex (N, C, Fh, Fw) -> real (Fh·Fw·g, 2, N, C/g), contiguous."""
-    n, c, fh, fw = spec.shape
-    r = torch.view_as_real(spec).view(n, groups, c // groups, fh, fw, 2)
-    return r.permute(3, 4, 1, 5, 0, 2).reshape(fh * fw * groups, 2, n, c // groups)
+    """Complex (N, C, Fh, bins) -> (Fh·bins·g, N, C/g), contiguous: on any other layout torch.bmm
+    multiplies the small matrices one at a time (20x slower here)."""
+    n, c, fh, bins = spec.shape
+    spec = spec.view(n, groups, c // groups, fh, bins)
+    return spec.permute(3, 4, 1, 0, 2).contiguous().view(fh * bins * groups, n, c // groups)
 
 
-def _spatial_major(y: torch.Tensor, n: int, fh: int, fw: int) -> torch.Tensor:
-    """Real (Fh·Fw·g, 2, N, C/g) -> complex (N, C, Fh, Fw), contiguous (irfft2 is 1.6x slower on
-    a permuted input)."""
-    b, _, _, cg = y.shape
-    g = b // (fh * fw)
-    y = y.view(fh, fw, g, 2, n, cg).permute(4, 2, 5, 0, 1, 3).contiguous()
-    return torch.view_as_complex(y.view(n, g * cg, fh, fw, 2))
-
-
-def _cmm(a: torch.Tensor, b: torch.Tensor, conj_a: bool = False, conj_b: bool = False) -> torch.Tensor:
-    """Batched complex matmul on real (B, 2, M, K) and (B, 2, K, P) -> (B, 2, M, P), as one real bmm
-    (B, 2M, 2K) @ (B, 2K, P): `a` becomes [[Re, -Im], [Im, Re]] (signs adjusted for conjugates).
-    Pass the smaller operand as `a`; it is the one duplicated."""
-    ar, ai = a[:, 0], a[:, 1]
-    sa, sb = (-1 if conj_a else 1), (-1 if conj_b else 1)
-    # (ar + i sa ai)(br + i sb bi) = ar br - sa sb ai bi + i (sb ar bi + sa ai br)
-    top = torch.cat((ar, ai * (-sa * sb)), -1)
-    bottom = torch.cat((ai * sa, ar * sb), -1)
-    block = torch.cat((top, bottom), -2)
-    bsz, _, k, p = b.shape
-    out = torch.bmm(block, b.reshape(bsz, 2 * k, p))
-    return out.view(bsz, 2, a.shape[-2], p)
-
-
-def _product(a: torch.Tensor, b: torch.Tensor, conj_a: bool = False, conj_b: bool = False) -> torch.Tensor:
-    """A B per frequency for (B, 2, M, K) and (B, 2, K, P), duplicating the smaller of A and B^T
-    (via (A B)^T = B^T A^T): the right operand's layout matters less than the block's size."""
-    if a.shape[-2] <= b.shape[-1]:
-        return _cmm(a, b, conj_a, conj_b)
-    return _cmm(b.transpose(-1, -2), a.transpose(-1, -2), conj_b, conj_a).transpose(-1, -2)
+def _inverse(y: torch.Tensor, plan: _Plan, rows: int, cols: int) -> torch.Tensor:
+    """(Fh·bins·g, N, C/g) spectra -> real (N, C, rows, cols): the inverse transform runs on the
+    frequency-major layout itself (dims 0, 1) and only the cropped real result is permuted back;
+    permuting the complex spectra first costs as much as the transform again."""
+    b, n, cg = y.shape
+    g = plan.groups
+    y = torch.fft.irfft2(y.view(plan.h.n, plan.bins, g, n, cg), s=(plan.h.n, plan.w.n), dim=(0, 1))
+    return y[:rows, :cols].permute(3, 2, 4, 0, 1).contiguous().view(n, g * cg, rows, cols)
 
 
 # ----- the kernel spectrum and its adjoint ------------------------------------------------------
 
-def _kernel_spectrum(weight: torch.Tensor, plan: _Plan, dft_w: torch.Tensor) -> torch.Tensor:
-    """K[(u, v, g), re/im, (c, rh, rw), o] = sum over taps of w · e^{+2πi(u·shift_h/Fh + v·shift_w/Fw)},
-    restricted to the taps of phase (rh, rw). Taps go through a DFT matrix along W (kw columns, no
-    zero padding) and an FFT along H (kh rows scattered into Fh)."""
+def _kernel_spectrum(weight: torch.Tensor, plan: _Plan, mh: torch.Tensor, mw: torch.Tensor) -> torch.Tensor:
+    """K[(u, v, g), (c, rh, rw), o] = sum over the taps of phase (rh, rw) of
+    w · e^{+2πi(u·shift_h/Fh + v·shift_w/Fw)}: two small DFT matmuls over the kh·kw taps, so no
+    zero-padded kernel planes are ever transformed."""
     c_out, c_g, kh, kw = weight.shape
-    sh, sw, fh, bins = plan.h.stride, plan.w.stride, plan.h.n, plan.bins
-    t = weight.reshape(-1, kw) @ dft_w.reshape(kw, -1)              # (O·Cg·kh, sw·bins·2)
-    t = torch.view_as_complex(t.view(c_out, c_g, kh, sw, bins, 2))
-    z = t.new_zeros(c_out, c_g, sh, fh, sw, bins)
-    rows = torch.tensor(plan.h.phase, device=weight.device)
-    cols = torch.tensor([s % fh for s in plan.h.shift], device=weight.device)
-    z[:, :, rows, cols] = t
-    z = torch.fft.ifft(z, dim=3, norm="forward")                    # sum_j z_j e^{+2πi u j / Fh}
-    g = plan.groups
-    z = torch.view_as_real(z).view(g, c_out // g, c_g, sh, fh, sw, bins, 2)
-    z = z.permute(4, 6, 0, 7, 2, 3, 5, 1)                           # (Fh, bins, g, 2, Cg, sh, sw, O/g)
-    return z.reshape(fh * bins * g, 2, c_g * sh * sw, c_out // g)
+    g, sh, fh = plan.groups, plan.h.stride, plan.h.n
+    w = weight.view(g, c_out // g, c_g, kh, kw).to(mh.dtype)
+    t = torch.einsum("yvb,gocab->avgcyo", mw, w).contiguous()      # along W: small
+    # Along H the output is the whole spectrum and the inner dimension only kh long, where a
+    # complex GEMM is slow; as one real GEMM that writes re/im interleaved:
+    # [Re M | Im M] @ [[t], [i·t]] = M t.
+    tr = torch.view_as_real(t).reshape(kh, -1)
+    t_rot = torch.view_as_real(t * 1j).reshape(kh, -1)
+    m = torch.view_as_real(mh).reshape(sh * fh, kh, 2).permute(0, 2, 1).reshape(sh * fh, 2 * kh)
+    k = torch.view_as_complex((m @ torch.cat((tr, t_rot))).view(sh, fh, *t.shape[1:], 2))
+    k = k.permute(1, 2, 3, 4, 0, 5, 6)                              # (Fh, bins, g, Cg, sh, sw, O/g)
+    return k.reshape(fh * plan.bins * g, c_g * plan.phases, c_out // g)
 
 
-def _kernel_grad(cross: torch.Tensor, plan: _Plan, weight_shape, dft_w: torch.Tensor) -> torch.Tensor:
-    """Adjoint of `_kernel_spectrum` applied to the cross-spectrum C = sum_n X conj(GY): the
-    inverse transform of C evaluated only at the taps (real, with the half-spectrum weights)."""
+def _kernel_grad(cross: torch.Tensor, plan: _Plan, weight_shape, mh: torch.Tensor, mw: torch.Tensor) -> torch.Tensor:
+    """Adjoint of `_kernel_spectrum` applied to the cross-spectrum C = sum_n X^T conj(GY): C's
+    inverse transform evaluated only at the taps. The half-spectrum bins that stand for a
+    conjugate pair count twice (real part of the Hermitian sum)."""
     c_out, c_g, kh, kw = weight_shape
-    sh, sw, fh, fw, bins, g = plan.h.stride, plan.w.stride, plan.h.n, plan.w.n, plan.bins, plan.groups
-    z = cross.reshape(fh, bins, g, 2, c_g, sh, sw, c_out // g).permute(2, 7, 4, 5, 0, 6, 1, 3)
-    z = torch.view_as_complex(z.reshape(c_out, c_g, sh, fh, sw, bins, 2).contiguous())
-    z = torch.fft.ifft(z, dim=3, norm="forward")                    # evaluate along H at every row
-    rows = torch.tensor(plan.h.phase, device=cross.device)
-    cols = torch.tensor([s % fh for s in plan.h.shift], device=cross.device)
-    t = torch.view_as_real(z[:, :, rows, cols])                     # (O, Cg, kh, sw, bins, 2)
-    # Real part of sum_v α_v t_v e^{iθ}: the bins that stand for a conjugate pair count twice.
-    alpha = torch.full((bins,), 2.0, dtype=t.dtype, device=t.device)
-    alpha[0] = 1.0
+    g, fh, fw, bins = plan.groups, plan.h.n, plan.w.n, plan.bins
+    c = cross.view(fh, bins, g, c_g, plan.h.stride, plan.w.stride, c_out // g)
+    t = torch.einsum("xua,uvgcxyo->avgcyo", mh, c)
+    alpha = torch.full((bins,), 2.0 / (fh * fw), dtype=t.real.dtype, device=t.device)
+    alpha[0] = 1.0 / (fh * fw)
     if fw % 2 == 0:
-        alpha[-1] = 1.0
-    t = t * (alpha[:, None] * torch.tensor([1.0, -1.0], dtype=t.dtype, device=t.device))
-    gw = t.reshape(-1, sw * bins * 2) @ dft_w.reshape(kw, -1).T
-    return gw.view(c_out, c_g, kh, kw) / (fh * fw)
+        alpha[-1] = 1.0 / (fh * fw)
+    gw = torch.einsum("yvb,avgcyo->gocab", mw * alpha[:, None], t)
+    return gw.real.reshape(weight_shape)
 
 
 # ----- the autograd function --------------------------------------------------------------------
 
 class _FFTConv(torch.autograd.Function):
-    """Stride-1 circular-correlation core on the phase-split input: forward and an FFT backward."""
+    """Stride-1 circular-correlation core on the phase-split input, with an FFT backward."""
 
     @staticmethod
     def forward(ctx, xs, weight, bias, plan: _Plan):
         fh, fw, bins, g = plan.h.n, plan.w.n, plan.bins, plan.groups
-        dft_w = _tap_dft(plan.w, bins, xs.dtype, xs.device)
-        k = _kernel_spectrum(weight, plan, dft_w)
+        cdtype = torch.complex128 if xs.dtype == torch.float64 else torch.complex64
+        mh = _tap_dft(plan.h, fh, cdtype, xs.device)
+        mw = _tap_dft(plan.w, bins, cdtype, xs.device)
+        k = _kernel_spectrum(weight, plan, mh, mw)
         x = _freq_major(torch.fft.rfft2(xs, s=(fh, fw)), g)
-        y = _spatial_major(_product(x, k), xs.shape[0], fh, bins)
-        y = torch.fft.irfft2(y, s=(fh, fw))[:, :, :plan.h.out, :plan.w.out]
-        y = y.contiguous()
-        if bias is not None:
-            y += bias.view(1, -1, 1, 1)
-        ctx.plan, ctx.weight_shape, ctx.xs_shape, ctx.has_bias = plan, weight.shape, xs.shape, bias is not None
-        ctx.save_for_backward(x, k, dft_w)
+        y = torch.bmm(x, k)
+        if bias is not None:  # a constant plane is a DC bin: free in the frequency domain
+            y[:g] += bias.view(g, 1, -1) * (fh * fw)
+        y = _inverse(y, plan, plan.h.tile, plan.w.tile)
+        ctx.plan, ctx.weight_shape, ctx.xs_shape = plan, weight.shape, xs.shape
+        ctx.save_for_backward(x, k, mh, mw)
         return y
 
     @staticmethod
     def backward(ctx, gy):
-        x, k, dft_w = ctx.saved_tensors
+        x, k, mh, mw = ctx.saved_tensors
         plan = ctx.plan
         fh, fw, bins, g = plan.h.n, plan.w.n, plan.bins, plan.groups
         gx = gw = gb = None
-        gspec = _freq_major(torch.fft.rfft2(gy, s=(fh, fw)), g)       # (B, 2, N, O/g)
+        gspec = torch.fft.rfft2(gy, s=(fh, fw))
+        if ctx.needs_input_grad[2]:
+            gb = gspec[:, :, 0, 0].real.sum(0)  # the DC bin is the plane's sum
+        gspec = _freq_major(gspec, g)                                    # (B, N, O/g)
         if ctx.needs_input_grad[0]:
-            # grad_input: circular convolution with the same taps, GX = GY conj(K)^T.
-            gxs = _product(gspec, k.transpose(-1, -2), conj_b=True)
-            gxs = torch.fft.irfft2(_spatial_major(gxs, gy.shape[0], fh, bins), s=(fh, fw))
-            gx = gxs[:, :, :ctx.xs_shape[-2], :ctx.xs_shape[-1]]
+            # grad_input: a circular convolution with the same taps, GX = GY K^H.
+            gxs = torch.bmm(gspec, k.transpose(-1, -2).conj())
+            gx = _inverse(gxs, plan, ctx.xs_shape[-2], ctx.xs_shape[-1])
         if ctx.needs_input_grad[1]:
-            # cross-spectrum sum_n X^T conj(GY): (B, 2, C/g, O/g); the smaller side is duplicated.
-            cross = _product(x.transpose(-1, -2), gspec, conj_b=True)
-            gw = _kernel_grad(cross, plan, ctx.weight_shape, dft_w)
-        if ctx.has_bias and ctx.needs_input_grad[2]:
-            gb = gy.sum((0, 2, 3))
+            # cross-spectrum C = X^T conj(GY), computed as conj(X^H GY) (a BLAS conj-transpose).
+            cross = torch.bmm(x.transpose(-1, -2).conj(), gspec).conj()
+            gw = _kernel_grad(cross, plan, ctx.weight_shape, mh, mw)
         return gx, gw, gb, None
 
 
@@ -262,6 +326,7 @@ def conv2d_fft(input, weight, bias=None, stride=1, padding=0, dilation=1, groups
     reason = _unsupported(x.device.type, x.dtype)
     if reason:
         raise Unsupported(reason)
-    plan = _plan(x, p)
-    y = _FFTConv.apply(_phases(x, plan), weight, bias, plan)
+    plan = _plan(x, weight, p)
+    y = _FFTConv.apply(_tiles(_phases(x, plan), plan), weight, bias, plan)
+    y = _untile(y, plan)
     return y.squeeze(0) if unbatched else y
