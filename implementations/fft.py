@@ -223,6 +223,14 @@ def _untile(y: torch.Tensor, plan: _Plan) -> torch.Tensor:
 
 # ----- spectra in frequency-major layout: (Fh·bins·g, rows, cols), contiguous small matrices ------
 
+def _rfft2(x: torch.Tensor, s: tuple[int, int]) -> torch.Tensor:
+    """rfft2 that also accepts an empty batch (MKL refuses a zero-sized transform batch)."""
+    if x.numel() == 0:
+        cdtype = torch.complex128 if x.dtype == torch.float64 else torch.complex64
+        return x.new_zeros(*x.shape[:-2], s[0], s[1] // 2 + 1, dtype=cdtype)
+    return torch.fft.rfft2(x, s=s)
+
+
 def _freq_major(spec: torch.Tensor, groups: int) -> torch.Tensor:
     """Complex (N, C, Fh, bins) -> (Fh·bins·g, N, C/g), contiguous: on any other layout torch.bmm
     multiplies the small matrices one at a time (20x slower here)."""
@@ -237,6 +245,8 @@ def _inverse(y: torch.Tensor, plan: _Plan, rows: int, cols: int) -> torch.Tensor
     permuting the complex spectra first costs as much as the transform again."""
     b, n, cg = y.shape
     g = plan.groups
+    if y.numel() == 0:
+        return y.new_zeros(n, g * cg, rows, cols, dtype=y.real.dtype)
     y = torch.fft.irfft2(y.view(plan.h.n, plan.bins, g, n, cg), s=(plan.h.n, plan.w.n), dim=(0, 1))
     return y[:rows, :cols].permute(3, 2, 4, 0, 1).contiguous().view(n, g * cg, rows, cols)
 
@@ -290,7 +300,7 @@ class _FFTConv(torch.autograd.Function):
         mh = _tap_dft(plan.h, fh, cdtype, xs.device)
         mw = _tap_dft(plan.w, bins, cdtype, xs.device)
         k = _kernel_spectrum(weight, plan, mh, mw)
-        x = _freq_major(torch.fft.rfft2(xs, s=(fh, fw)), g)
+        x = _freq_major(_rfft2(xs, (fh, fw)), g)
         y = torch.bmm(x, k)
         if bias is not None:  # a constant plane is a DC bin: free in the frequency domain
             y[:g] += bias.view(g, 1, -1) * (fh * fw)
@@ -305,7 +315,7 @@ class _FFTConv(torch.autograd.Function):
         plan = ctx.plan
         fh, fw, bins, g = plan.h.n, plan.w.n, plan.bins, plan.groups
         gx = gw = gb = None
-        gspec = torch.fft.rfft2(gy, s=(fh, fw))
+        gspec = _rfft2(gy, (fh, fw))
         if ctx.needs_input_grad[2]:
             gb = gspec[:, :, 0, 0].real.sum(0)  # the DC bin is the plane's sum
         gspec = _freq_major(gspec, g)                                    # (B, N, O/g)
