@@ -235,7 +235,7 @@ def run_job(cfg: Config, out_dir: os.PathLike, *, sweep: str = "", job: int = 0,
     passes = [p.name for p in cfg.passes]
 
     status, message, fn = _job_level_problem(cfg, device)
-    peak = peak_gflops(str(device), dtype) if status is None else float("nan")
+    peak = peak_gflops(str(device), dtype, threads) if status is None else float("nan")
     all_rows: list[dict] = []
     with _torch_settings(cfg, threads), _progress(len(shapes), progress) as bar:
         task = bar.add_task(f"job {job} {cfg.impl}", total=len(shapes))

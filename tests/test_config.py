@@ -99,7 +99,7 @@ def test_sweep_checked_before_any_job(compose):
     """A typo among swept impls fails at on_multirun_start, listing the known names."""
     cfg = compose(hydra=True)
     cfg.hydra.overrides.task = ["impl=loop,cudnnn"]
-    with pytest.raises(implementations.UnknownImplementation, match="known implementations: cudnn, fft"):
+    with pytest.raises(implementations.UnknownImplementation, match="known implementations: .*cudnn, fft"):
         check_sweep(cfg)
     cfg.hydra.overrides.task = ["impl=loop,cudnn", "device=cpu,tpu"]
     with pytest.raises(ValueError, match="tpu"):
