@@ -240,7 +240,7 @@ def run_job(cfg: Config, out_dir: os.PathLike, *, sweep: str = "", job: int = 0,
     with _torch_settings(cfg, threads), _progress(len(shapes), progress) as bar:
         task = bar.add_task(f"job {job} {cfg.impl}", total=len(shapes))
         for s in shapes:
-            bar.update(task, description=f"job {job} {cfg.impl} {s.layer} [{label(s)}]")
+            bar.update(task, description=f"job {job} {cfg.impl} {s.layer}")
             if status is not None:
                 results = {p: PassResult(status=status, message=message) for p in passes}
             else:

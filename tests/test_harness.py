@@ -15,11 +15,11 @@ from harness import schema
 from harness.aggregate import aggregate
 from harness.cases import flops, make_case, output_size
 from harness.check import NotATensor, compare, reference, tolerance
-from harness.config import Config, DType, Pass, Shape, Suite, Timing
+from harness.config import Config, DType, Method, Pass, Shape, Suite, Timing
 from harness.memory import peak_bytes
 from harness.run import COMPLETE, JOB_TABLE, ROWS_FILE, run_job
 from harness.summary import fastest
-from harness.timing import CaseTimeout, deadline
+from harness.timing import CaseTimeout, deadline, time_call
 
 from conftest import PLUGINS
 
@@ -73,6 +73,15 @@ def test_deadline_interrupts_a_python_hang():
             while True:
                 pass
     assert time.monotonic() - start < 2
+
+
+@pytest.mark.parametrize("method", ["blocked", "adaptive"])
+def test_time_call_methods(method):
+    a = torch.randn(64, 64)
+    t = time_call(lambda: a @ a, Timing(min_run_time=0.02, warmup=1, method=Method(method), max_run_time=0.5),
+                  torch.device("cpu"), threads=1)
+    assert t.n_runs == len(t.samples) >= 1 and min(t.samples) <= t.median <= max(t.samples)
+    assert t.iqr >= 0 and len(json.loads(t.samples_json)) == t.n_runs
 
 
 def test_peak_bytes_cpu_sees_a_temporary():
