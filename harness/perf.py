@@ -6,6 +6,10 @@ is the median of the per-round ratios. Peak memory above what was live before th
 for every implementation, CPU included (profiler memory events, via `harness.memory`).
 
 It is a report, not a test: it prints one table and exits 0 whether targets are met or not.
+The unfold targets are judged on the median ratio over the unique ResNet-50 layers (3x3 and 1x1
+separately, forward and backward); every layer's own ratio is printed too, with the worst one.
+On a machine shared with other jobs, `--threads 1` gives steadier ratios: with 2 OpenMP threads on
+2 busy cores every parallel region waits for a descheduled thread, which distorts small calls most.
 
     python -m harness.perf [--batch 8] [--threads 2] [--rounds 3] [--min-run-time 0.2] [--device cpu]
 """
