@@ -13,11 +13,11 @@ from typing import Any, Iterable, Optional
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from rich.console import Console
 
 from .aggregate import aggregate
-from .summary import FAILURES, summarize
+from .summary import summarize
 
 STRICT_FAILURES = ("incorrect", "error")
 

@@ -11,6 +11,8 @@ from typing import Optional
 
 import torch
 
+from .devices import absent_reason
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -63,7 +65,7 @@ def environment(device: torch.device, threads: int) -> dict:
         "torch": torch.__version__,
         "cuda": torch.version.cuda or "",
         "cudnn": str(torch.backends.cudnn.version() or "") if torch.backends.cudnn.is_available() else "",
-        "device_name": device_name(device) if _present(device) else "",
+        "device_name": device_name(device) if absent_reason(device) is None else "",
         "cpu": cpu_model(),
         "threads": threads,
         "git_rev": rev,
@@ -71,8 +73,3 @@ def environment(device: torch.device, threads: int) -> dict:
         "host": socket.gethostname(),
         "time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
-
-
-def _present(device: torch.device) -> bool:
-    from .devices import absent_reason
-    return absent_reason(device) is None

@@ -19,7 +19,7 @@ def fastest(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def _ms(t: float) -> str:
-    return f"{t * 1e3:.3g} ms"
+    return f"{t * 1e3:.3g}ms"
 
 
 def summarize(df: pd.DataFrame, console: Console | None = None, max_shapes: int = 24,
@@ -29,10 +29,10 @@ def summarize(df: pd.DataFrame, console: Console | None = None, max_shapes: int 
     passes = [p for p in ("forward", "backward") if p in set(df["pass"].dropna())]
     table = Table(title=f"Fastest correct implementation per shape ({len(df)} rows)", title_justify="left",
                   show_edge=False, pad_edge=False, box=None)
-    table.add_column("layer", no_wrap=True)
-    table.add_column("shape", no_wrap=True, overflow="ellipsis")
+    table.add_column("layer", no_wrap=True, max_width=16)
+    table.add_column("shape", no_wrap=True, overflow="ellipsis", max_width=30)
     for p in passes:
-        table.add_column(p, no_wrap=True)
+        table.add_column(p, no_wrap=True, min_width=15)
     shapes = df.drop_duplicates(GROUP)[GROUP]
     winner = {(*key, p): row for key, p, row in zip(best[GROUP].itertuples(index=False, name=None),
                                                     best["pass"], best.itertuples(index=False))}
