@@ -304,10 +304,11 @@ class _FFTConv(torch.autograd.Function):
         y = torch.bmm(x, k)
         if bias is not None:  # a constant plane is a DC bin: free in the frequency domain
             y[:g] += bias.view(g, 1, -1) * (fh * fw)
-        y = _inverse(y, plan, plan.h.tile, plan.w.tile)
         ctx.plan, ctx.weight_shape, ctx.xs_shape = plan, weight.shape, xs.shape
-        ctx.save_for_backward(x, k, mh, mw)
-        return y
+        if any(ctx.needs_input_grad):
+            ctx.save_for_backward(x, k, mh, mw)
+        del x, k  # without autograd, both spectra are freed before the inverse transform
+        return _inverse(y, plan, plan.h.tile, plan.w.tile)
 
     @staticmethod
     def backward(ctx, gy):
