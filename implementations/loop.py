@@ -69,7 +69,7 @@ def _backward(grad_out, x, weight, p: ConvParams, need_x: bool, need_w: bool):
     go = grad_out.reshape(n, g, c_out // g, ho, wo).permute(3, 4, 1, 0, 2).contiguous()  # (Ho, Wo, g, n, Co/g)
     window = x.new_empty(g, n, c_g, kh, kw)
     gwin = x.new_empty(g, n, c_g, kh, kw)
-    gw = torch.zeros_like(wg) if need_w else None
+    gw = torch.zeros_like(wg, memory_format=torch.contiguous_format) if need_w else None
     gxp = torch.zeros_like(xp) if need_x else None
     for i, j, rows, cols in _positions(p, ho, wo):
         if need_w:  # weight gradient: window^T x output gradient, summed over positions
