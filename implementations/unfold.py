@@ -11,8 +11,10 @@ What makes it fast without leaving the algorithm (`make bench-perf` measures it 
   multi-ten-MB buffer per call costs more in page faults than the gather itself (measured here:
   19 ms against 3 ms for a 58 MB im2col), while a smaller one is recycled by the allocator.
 - The hand-written backward saves the input, not the columns (kh*kw times larger), recomputes
-  each chunk's columns, and gets grad_weight as one product, grad_input as the transposed product
-  scattered back by col2im (the gather's adjoint), grad_bias as a sum.
+  each chunk's columns, and gets grad_weight as one product per chunk and grad_bias as a sum.
+  grad_input, at stride 1, is the im2col convolution of grad_out with the flipped kernel (a
+  product with C_out*kh*kw terms per element); at other strides, the transposed product
+  scattered back by col2im (the gather's adjoint), whose product has only C_out terms.
 """
 from __future__ import annotations
 
@@ -173,6 +175,10 @@ def _backward(grad_out, x, weight, p: ConvParams, need_x: bool, need_w: bool):
     x_as_conv = need_x and p.stride == (1, 1) and not plan.direct
     need_x = need_x and not x_as_conv
     go = grad_out.contiguous(memory_format=plan.fmt)
+    # First, so that its column buffer is freed before the weight gradient's is allocated.
+    gx = _grad_input_as_conv(go, weight, p) if x_as_conv else None
+    if not (need_x or need_w):
+        return gx, None
     xp = plan.padded(x)
     wm = plan.weight_matrix(weight)
     buf = plan.cols_buffer(x) if need_w else None
@@ -201,7 +207,6 @@ def _backward(grad_out, x, weight, p: ConvParams, need_x: bool, need_w: bool):
             else:
                 gcols = go_c @ wm.t() if plan.nhwc else torch.bmm(wm.transpose(1, 2), go_c)
                 plan.col2im(gcols, gxp, a, b)
-    gx = _grad_input_as_conv(go, weight, p) if x_as_conv else None
     if need_x:
         top, _, left, _ = p.padding
         gx = gxp[:, :, top:top + plan.h, left:left + plan.w]

@@ -166,3 +166,20 @@ def test_cuda_matches_f_conv2d(impl):
             torch.testing.assert_close(out, ref, rtol=1e-9, atol=1e-9)
             for g, r in zip(grads, ref_grads):
                 torch.testing.assert_close(g, r, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("impl", ["unfold", "loop"])
+@pytest.mark.parametrize("name", ["3x3_padded", "strided_dilated", "1x1_direct"])
+def test_partial_gradients(impl, name):
+    """Only the gradients asked for are computed, and each alone equals F.conv2d's."""
+    fn = implementations.get(impl)
+    x, w, b, kwargs = _tensors(name)
+    for wanted in ((x,), (w,), (b,), (x, b)):
+        for t in (x, w, b):
+            t.requires_grad_(any(t is u for u in wanted))
+        out = fn(x, w, b, **kwargs)
+        grad_out = torch.randn_like(out)
+        got = torch.autograd.grad(out, wanted, grad_out)
+        ref = torch.autograd.grad(F.conv2d(x, w, b, **kwargs), wanted, grad_out)
+        for g, r in zip(got, ref):
+            torch.testing.assert_close(g, r, rtol=1e-10, atol=1e-10)
