@@ -212,11 +212,19 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--quick", action="store_true", help="every third ResNet-50 layer only")
     ap.add_argument("--only", default="", help="only case groups containing this text (e.g. fft, 3x3)")
     args = ap.parse_args(argv)
+    previous_threads = torch.get_num_threads()
     torch.set_num_threads(args.threads)
+    try:
+        rows = _run(args)
+    finally:
+        torch.set_num_threads(previous_threads)
+    Console(width=None if Console().is_terminal else 200).print(render(rows, args))
+    return 0
+
+
+def _run(args) -> list[Row]:
     device = torch.device(args.device)
-    console = Console()
-    if not console.is_terminal:  # piped or logged: keep each row on one line
-        console = Console(width=200)
+    console = Console(stderr=True)
     rows = []
     todo = [c for c in cases(args.batch, args.quick) if args.only in c.group]
     for i, case in enumerate(todo, 1):
@@ -226,8 +234,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             console.print(f"  skipped: {reason}")
             continue
         rows += measure(case, ("forward", "backward"), args, device)
-    console.print(render(rows, args))
-    return 0
+    return rows
 
 
 if __name__ == "__main__":

@@ -183,3 +183,14 @@ def test_partial_gradients(impl, name):
         ref = torch.autograd.grad(F.conv2d(x, w, b, **kwargs), wanted, grad_out)
         for g, r in zip(got, ref):
             torch.testing.assert_close(g, r, rtol=1e-10, atol=1e-10)
+
+
+def test_bench_perf_script_runs(capsys):
+    """`make bench-perf`'s script, on its smallest case: exits 0 and prints the ratio table."""
+    from harness import perf
+
+    threads = torch.get_num_threads()
+    assert perf.main(["--only", "loop", "--batch", "1", "--rounds", "1", "--min-run-time", "0.01", "--threads", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "64->64 k3 s1 14x14" in out and "forward" in out and "backward" in out
+    assert torch.get_num_threads() == threads  # the script's thread count does not leak
