@@ -30,12 +30,15 @@ CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def app(cfg: DictConfig) -> int:
     conf = to_config(cfg)          # runs the schema's checks before anything is measured
-    import_plugins(conf.plugins)
     hc = HydraConfig.get()
     out_dir = Path(hc.runtime.output_dir)
     multirun = hc.mode == RunMode.MULTIRUN
-    if not multirun:
-        check_impl(conf.impl)      # a multirun checked every impl in on_multirun_start
+    try:
+        import_plugins(conf.plugins)
+        if not multirun:
+            check_impl(conf.impl)  # a multirun checked every impl in on_multirun_start
+    except ValueError as exc:      # UnknownImplementation is a ValueError: its message lists the names
+        sys.exit(f"convbench: {exc}")
     sweep_dir = Path(hc.sweep.dir) if multirun else out_dir
     from .run import run_job
     run_job(conf, out_dir, sweep=_sweep_name(sweep_dir), job=hc.job.num if multirun else 0)

@@ -136,10 +136,9 @@ class Config:
 
 
 def register_configs() -> None:
-    """Make the schema known to Hydra: conf/config.yaml extends `base_config`, suites `base_suite`."""
-    cs = ConfigStore.instance()
-    cs.store(name="base_config", node=Config)
-    cs.store(group="suite", name="base_suite", node=Suite)
+    """Make the schema known to Hydra: conf/config.yaml extends `base_config`; suites are typed
+    through `Config.suite`."""
+    ConfigStore.instance().store(name="base_config", node=Config)
 
 
 def to_config(cfg: DictConfig | Config) -> Config:

@@ -106,11 +106,11 @@ def test_peak_bytes_cpu_sees_a_temporary():
     ("broken_nan", "incorrect", "NaN", "ok"),
 ])
 def test_job_turns_every_failure_into_rows(tmp_path, impl, status, words, backward):
-    budget = 0.3 if "hang" in impl or "swallow" in impl else 2.0
+    budget = 0.3 if "hang" in impl or "swallow" in impl else 30.0  # generous: the machine may be busy
     df = run_job(job_config(impl, budget_s=budget), tmp_path, job=3, progress=False)
     assert len(df) == len(SMOKE.shapes) * 2 and list(df.columns) == list(schema.COLUMNS)
     fwd, bwd = df[df["pass"] == "forward"], df[df["pass"] == "backward"]
-    assert set(fwd["status"]) == {status} and set(bwd["status"]) == {backward}
+    assert set(fwd["status"]) == {status} and set(bwd["status"]) == {backward}, df["message"].tolist()
     assert fwd["message"].str.contains(words).all()
     assert (tmp_path / COMPLETE).exists() and len(pd.read_parquet(tmp_path / JOB_TABLE)) == len(df)
     assert len((tmp_path / ROWS_FILE).read_text().splitlines()) == len(df)
