@@ -16,12 +16,14 @@ the 2-core CPU against F.conv2d (128x128, 16->16 channels, batch 4):
   The inverse transform runs on that layout directly (dims 0, 1): permuting complex spectra back
   cost as much as the transform.
 * Overlap-save tiles, picked by a small cost model: for small kernels, tiles of ~30 pixels
-  make the kernel spectrum small and the per-frequency matrices taller (2x faster at k=3); a
-  budget on the kernel spectrum bounds the memory of huge images.
+  make the kernel spectrum small and the per-frequency matrices taller (2x faster at k=3).
+* K (c_in·c_out/groups planes of the transform, the method's largest tensor) only ever exists
+  a block of ~8 MiB at a time, built next to the matmul that uses it and rebuilt in the
+  backward, so memory stays bounded on huge images too.
 * Transform lengths are even 2·3·5·7-smooth (`fast_len`): odd lengths are slow for real FFTs.
 * The backward is FFT-based by hand: grad_input is a correlation with the conjugate spectrum,
   grad_bias the DC bin, grad_weight the input/grad-output cross-spectrum read at the taps;
-  only the input spectrum and `K` are kept from the forward.
+  only the input spectrum is kept from the forward.
 """
 from __future__ import annotations
 
@@ -148,11 +150,6 @@ class _Plan:
 # plus the layout copies around it), one complex multiply-add of the channel sum, one element of
 # the kernel spectrum (written once, memory-bound).
 _COST_COPY, _COST_MAC, _COST_KERNEL = 20.0, 4.6, 19.0
-# The kernel spectrum may hold this many complex numbers, or twice the output's element count
-# if that is more; past it, smaller tiles bound the memory of huge transforms.
-_KERNEL_BUDGET = 1 << 22
-
-
 def _cost(h: _Axis, w: _Axis, n: int, c_in: int, c_out: int, groups: int) -> float:
     """Estimated time of a tiling: the transforms, the channel sum, building the kernel spectrum.
     Small tiles waste transform length on overlap and copies; one big tile makes the kernel
@@ -170,11 +167,8 @@ def _kernel_size(h: _Axis, w: _Axis, c_in: int, c_out: int, groups: int) -> int:
 
 @lru_cache(maxsize=1024)
 def _choose(h: _Axis, w: _Axis, n: int, c_in: int, c_out: int, groups: int) -> tuple[_Axis, _Axis]:
-    """The cheapest tiling whose kernel spectrum fits the budget (the smallest one if none does)."""
-    budget = max(_KERNEL_BUDGET, 2 * n * c_out * h.out * w.out)
-    return min(((th, tw) for th in h.tiles() for tw in w.tiles()),
-               key=lambda hw: (max(_kernel_size(*hw, c_in, c_out, groups), budget),
-                               _cost(*hw, n, c_in, c_out, groups)))
+    """The cheapest tiling by `_cost`."""
+    return min(((th, tw) for th in h.tiles() for tw in w.tiles()), key=lambda hw: _cost(*hw, n, c_in, c_out, groups))
 
 
 def _plan(x: torch.Tensor, weight: torch.Tensor, p: ConvParams) -> _Plan:
@@ -256,35 +250,60 @@ def _inverse(y: torch.Tensor, plan: _Plan, rows: int, cols: int) -> torch.Tensor
     return y[:rows, :cols].permute(3, 2, 4, 0, 1).contiguous().view(n, g * cg, rows, cols)
 
 
-# ----- the kernel spectrum and its adjoint ------------------------------------------------------
+# ----- the kernel spectrum and its adjoint, a block of H-frequencies at a time ------------------
+# Only a block of rows of K (~8 MiB) exists at any time: the forward builds it block by block
+# next to the matmul that uses it, the backward rebuilds it (a few ms even at k=31) instead of
+# keeping the whole spectrum, the largest tensor of the method, alive between the two.
+
+_BLOCK = 1 << 20  # complex elements of K per block
+
+
+def _row_blocks(plan: _Plan, c_in: int, c_out: int) -> list[tuple[int, int]]:
+    per_row = plan.bins * c_in * c_out // plan.groups
+    step = max(1, _BLOCK // per_row)
+    return [(u, min(u + step, plan.h.n)) for u in range(0, plan.h.n, step)]
+
+
+def _kernel_w(weight: torch.Tensor, plan: _Plan, mw: torch.Tensor) -> torch.Tensor:
+    """The taps transformed along W, as the real (2·kh, ...) stack [[t], [i·t]] that `_kernel_h`
+    multiplies: shape (2, kh, bins, g, Cg, sw, O/g, 2)."""
+    c_out, c_g, kh, kw = weight.shape
+    g = plan.groups
+    w = weight.view(g, c_out // g, c_g, kh, kw).to(mw.dtype)
+    t = torch.einsum("yvb,gocab->avgcyo", mw, w)
+    return torch.view_as_real(torch.stack((t, t * 1j)))
+
+
+def _kernel_h(tw: torch.Tensor, plan: _Plan, mh: torch.Tensor, rows: tuple[int, int]) -> torch.Tensor:
+    """Rows u0 <= u < u1 of K[(u, v, g), (c, rh, rw), o] = sum over the taps of phase (rh, rw) of
+    w · e^{+2πi(u·shift_h/Fh + v·shift_w/Fw)}. The inner dimension is only kh long, where a
+    complex GEMM is slow, so it is one real GEMM writing re/im interleaved:
+    [Re M | Im M] @ [[t], [i·t]] = M t."""
+    _, kh, bins, g, c_g, sw, o_g, _ = tw.shape
+    sh, (u0, u1) = plan.h.stride, rows
+    m = torch.view_as_real(mh[:, u0:u1]).permute(0, 1, 3, 2).reshape(sh * (u1 - u0), 2 * kh)
+    k = torch.view_as_complex((m @ tw.reshape(2 * kh, -1)).view(sh, u1 - u0, bins, g, c_g, sw, o_g, 2))
+    k = k.permute(1, 2, 3, 4, 0, 5, 6)                              # (u, bins, g, Cg, sh, sw, O/g)
+    return k.reshape((u1 - u0) * bins * g, c_g * sh * sw, o_g).contiguous()
+
 
 def _kernel_spectrum(weight: torch.Tensor, plan: _Plan, mh: torch.Tensor, mw: torch.Tensor) -> torch.Tensor:
-    """K[(u, v, g), (c, rh, rw), o] = sum over the taps of phase (rh, rw) of
-    w · e^{+2πi(u·shift_h/Fh + v·shift_w/Fw)}: two small DFT matmuls over the kh·kw taps, so no
+    """All of K (for tests and small problems): two small DFT matmuls over the kh·kw taps, so no
     zero-padded kernel planes are ever transformed."""
-    c_out, c_g, kh, kw = weight.shape
-    g, sh, fh = plan.groups, plan.h.stride, plan.h.n
-    w = weight.view(g, c_out // g, c_g, kh, kw).to(mh.dtype)
-    t = torch.einsum("yvb,gocab->avgcyo", mw, w).contiguous()      # along W: small
-    # Along H the output is the whole spectrum and the inner dimension only kh long, where a
-    # complex GEMM is slow; as one real GEMM that writes re/im interleaved:
-    # [Re M | Im M] @ [[t], [i·t]] = M t.
-    tr = torch.view_as_real(t).reshape(kh, -1)
-    t_rot = torch.view_as_real(t * 1j).reshape(kh, -1)
-    m = torch.view_as_real(mh).reshape(sh * fh, kh, 2).permute(0, 2, 1).reshape(sh * fh, 2 * kh)
-    k = torch.view_as_complex((m @ torch.cat((tr, t_rot))).view(sh, fh, *t.shape[1:], 2))
-    k = k.permute(1, 2, 3, 4, 0, 5, 6)                              # (Fh, bins, g, Cg, sh, sw, O/g)
-    return k.reshape(fh * plan.bins * g, c_g * plan.phases, c_out // g)
+    return _kernel_h(_kernel_w(weight, plan, mw), plan, mh, (0, plan.h.n))
 
 
-def _kernel_grad(cross: torch.Tensor, plan: _Plan, weight_shape, mh: torch.Tensor, mw: torch.Tensor) -> torch.Tensor:
-    """Adjoint of `_kernel_spectrum` applied to the cross-spectrum C = sum_n X^T conj(GY): C's
-    inverse transform evaluated only at the taps. The half-spectrum bins that stand for a
-    conjugate pair count twice (real part of the Hermitian sum)."""
-    c_out, c_g, kh, kw = weight_shape
-    g, fh, fw, bins = plan.groups, plan.h.n, plan.w.n, plan.bins
-    c = cross.view(fh, bins, g, c_g, plan.h.stride, plan.w.stride, c_out // g)
-    t = torch.einsum("xua,uvgcxyo->avgcyo", mh, c)
+def _kernel_grad_h(cross: torch.Tensor, plan: _Plan, mh: torch.Tensor, rows: tuple[int, int], c_g: int) -> torch.Tensor:
+    """Adjoint of `_kernel_h` on rows u0..u1 of the cross-spectrum: (kh, bins, g, Cg, sw, O/g)."""
+    u0, u1 = rows
+    c = cross.view(u1 - u0, plan.bins, plan.groups, c_g, plan.h.stride, plan.w.stride, -1)
+    return torch.einsum("xua,uvgcxyo->avgcyo", mh[:, u0:u1], c)
+
+
+def _kernel_grad_w(t: torch.Tensor, plan: _Plan, weight_shape, mw: torch.Tensor) -> torch.Tensor:
+    """Adjoint of `_kernel_w`, finishing the inverse transform at the taps: the half-spectrum bins
+    that stand for a conjugate pair count twice (real part of the Hermitian sum)."""
+    fh, fw, bins = plan.h.n, plan.w.n, plan.bins
     alpha = torch.full((bins,), 2.0 / (fh * fw), dtype=t.real.dtype, device=t.device)
     alpha[0] = 1.0 / (fh * fw)
     if fw % 2 == 0:
@@ -293,10 +312,17 @@ def _kernel_grad(cross: torch.Tensor, plan: _Plan, weight_shape, mh: torch.Tenso
     return gw.real.reshape(weight_shape)
 
 
+def _kernel_grad(cross: torch.Tensor, plan: _Plan, weight_shape, mh: torch.Tensor, mw: torch.Tensor) -> torch.Tensor:
+    """Adjoint of `_kernel_spectrum` applied to a whole cross-spectrum C = sum_n X^T conj(GY): C's
+    inverse transform evaluated only at the taps."""
+    return _kernel_grad_w(_kernel_grad_h(cross, plan, mh, (0, plan.h.n), weight_shape[1]), plan, weight_shape, mw)
+
+
 # ----- the autograd function --------------------------------------------------------------------
 
 class _FFTConv(torch.autograd.Function):
-    """Stride-1 circular-correlation core on the phase-split input, with an FFT backward."""
+    """Valid cross-correlation of a batch of (tile) windows, taps at non-negative offsets, with an
+    FFT backward."""
 
     @staticmethod
     def forward(ctx, xs, weight, bias, plan: _Plan):
@@ -304,35 +330,46 @@ class _FFTConv(torch.autograd.Function):
         cdtype = torch.complex128 if xs.dtype == torch.float64 else torch.complex64
         mh = _tap_dft(plan.h, fh, cdtype, xs.device)
         mw = _tap_dft(plan.w, bins, cdtype, xs.device)
-        k = _kernel_spectrum(weight, plan, mh, mw)
-        x = _freq_major(_rfft2(xs, (fh, fw)), g)
-        y = torch.bmm(x, k)
+        x = _freq_major(_rfft2(xs, (fh, fw)), g)                       # (Fh·bins·g, N, C'/g)
+        y = x.new_empty(*x.shape[:2], weight.shape[0] // g)
+        tw = _kernel_w(weight, plan, mw)
+        per_row = bins * g
+        for u0, u1 in _row_blocks(plan, xs.shape[1], weight.shape[0]):
+            k = _kernel_h(tw, plan, mh, (u0, u1))
+            torch.bmm(x[u0 * per_row:u1 * per_row], k, out=y[u0 * per_row:u1 * per_row])
+        del k
         if bias is not None:  # a constant plane is a DC bin: free in the frequency domain
             y[:g] += bias.view(g, 1, -1) * (fh * fw)
-        ctx.plan, ctx.weight_shape, ctx.xs_shape = plan, weight.shape, xs.shape
+        ctx.plan, ctx.xs_shape = plan, xs.shape
         if any(ctx.needs_input_grad):
-            ctx.save_for_backward(x, k, mh, mw)
-        del x, k  # without autograd, both spectra are freed before the inverse transform
+            ctx.save_for_backward(x, weight, mh, mw)
+        del x  # without autograd, freed before the inverse transform
         return _inverse(y, plan, plan.h.tile, plan.w.tile)
 
     @staticmethod
     def backward(ctx, gy):
-        x, k, mh, mw = ctx.saved_tensors
+        x, weight, mh, mw = ctx.saved_tensors
         plan = ctx.plan
         fh, fw, bins, g = plan.h.n, plan.w.n, plan.bins, plan.groups
-        gx = gw = gb = None
+        need_x, need_w, need_b = ctx.needs_input_grad[:3]
         gspec = _rfft2(gy, (fh, fw))
-        if ctx.needs_input_grad[2]:
-            gb = gspec[:, :, 0, 0].real.sum(0)  # the DC bin is the plane's sum
-        gspec = _freq_major(gspec, g)                                    # (B, N, O/g)
-        if ctx.needs_input_grad[0]:
-            # grad_input: a circular convolution with the same taps, GX = GY K^H.
-            gxs = torch.bmm(gspec, k.transpose(-1, -2).conj())
-            gx = _inverse(gxs, plan, ctx.xs_shape[-2], ctx.xs_shape[-1])
-        if ctx.needs_input_grad[1]:
-            # cross-spectrum C = X^T conj(GY), computed as conj(X^H GY) (a BLAS conj-transpose).
-            cross = torch.bmm(x.transpose(-1, -2).conj(), gspec).conj()
-            gw = _kernel_grad(cross, plan, ctx.weight_shape, mh, mw)
+        gb = gspec[:, :, 0, 0].real.sum(0) if need_b else None        # the DC bin is the plane's sum
+        gspec = _freq_major(gspec, g)                                    # (Fh·bins·g, N, O/g)
+        gxs = gspec.new_empty(*gspec.shape[:2], x.shape[-1]) if need_x else None
+        tw = _kernel_w(weight, plan, mw) if need_x else None
+        t = None
+        per_row = bins * g
+        for u0, u1 in _row_blocks(plan, ctx.xs_shape[1], weight.shape[0]):
+            r = slice(u0 * per_row, u1 * per_row)
+            if need_x:  # grad_input: correlation with the conjugate spectrum, GX = GY K^H
+                k = _kernel_h(tw, plan, mh, (u0, u1))
+                torch.bmm(gspec[r], k.transpose(-1, -2).conj(), out=gxs[r])
+            if need_w:  # cross-spectrum C = X^T conj(GY), as conj(X^H GY) (a BLAS conj-transpose)
+                cross = torch.bmm(x[r].transpose(-1, -2).conj(), gspec[r]).conj()
+                part = _kernel_grad_h(cross, plan, mh, (u0, u1), weight.shape[1])
+                t = part if t is None else t + part
+        gx = _inverse(gxs, plan, ctx.xs_shape[-2], ctx.xs_shape[-1]) if need_x else None
+        gw = _kernel_grad_w(t, plan, weight.shape, mw) if need_w else None
         return gx, gw, gb, None
 
 

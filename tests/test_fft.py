@@ -153,17 +153,25 @@ def test_large_kernels_use_one_tile_small_kernels_several():
     assert plan_for((4, 16, 128, 128), (16, 16, 3, 3), padding=1).tiles > 1
 
 
-def test_huge_transforms_are_tiled_to_bound_the_kernel_spectrum():
-    """One 2048x2048 transform would make the 64x64-channel kernel spectrum 8 GiB."""
+def test_kernel_spectrum_is_built_in_bounded_blocks():
+    """One 2048x2048 transform of a 64x64-channel kernel would be 8 GiB; K is built in blocks."""
     plan = plan_for((1, 64, 2048, 2048), (64, 64, 3, 3), padding=1)
-    kernel_elems = plan.h.n * plan.bins * 64 * 64
-    assert kernel_elems <= max(fftmod._KERNEL_BUDGET, 2 * 64 * 2048 * 2048)
-    assert plan.tiles > 1
+    blocks = fftmod._row_blocks(plan, 64, 64)
+    assert blocks[0][0] == 0 and blocks[-1][1] == plan.h.n
+    assert all(a1 == b0 for (_, a1), (b0, _) in zip(blocks, blocks[1:]))
+    assert max(u1 - u0 for u0, u1 in blocks) * plan.bins * 64 * 64 <= max(fftmod._BLOCK, plan.bins * 64 * 64)
+
+
+def test_blocked_kernel_spectrum_matches_reference(monkeypatch):
+    """Many K blocks (one H-frequency each), forward and backward."""
+    monkeypatch.setattr(fftmod, "_BLOCK", 1)
+    check(rand(2, 4, 12, 11), rand(6, 2, 5, 4, seed=1), rand(6, seed=2), padding=(2, 1), groups=2)
+    check(rand(2, 4, 12, 11), rand(6, 4, 3, 3, seed=1), rand(6, seed=2), stride=2, padding=1)
 
 
 def test_tiled_path_matches_reference(monkeypatch):
-    """Force many overlap-save tiles (tiny kernel-spectrum budget), strided and grouped included."""
-    monkeypatch.setattr(fftmod, "_KERNEL_BUDGET", 1)
+    """Force many overlap-save tiles (a prohibitive kernel-spectrum cost), strided and grouped included."""
+    monkeypatch.setattr(fftmod, "_COST_KERNEL", 1e9)
     fftmod._choose.cache_clear()
     try:
         x, w = rand(2, 4, 30, 27), rand(6, 2, 5, 4, seed=1)
@@ -176,7 +184,7 @@ def test_tiled_path_matches_reference(monkeypatch):
 
 
 def test_tiled_gradcheck(monkeypatch):
-    monkeypatch.setattr(fftmod, "_KERNEL_BUDGET", 1)
+    monkeypatch.setattr(fftmod, "_COST_KERNEL", 1e9)
     fftmod._choose.cache_clear()
     try:
         x, w, b = rand(1, 2, 7, 6).requires_grad_(), rand(2, 2, 3, 2, seed=1).requires_grad_(), rand(2).requires_grad_()
