@@ -12,6 +12,7 @@ On a machine shared with other jobs, `--threads 1` gives steadier ratios: with 2
 2 busy cores every parallel region waits for a descheduled thread, which distorts small calls most.
 
     python -m harness.perf [--batch 8] [--threads 2] [--rounds 3] [--min-run-time 0.2] [--device cpu]
+                           [--channels-last] [--quick] [--only 3x3]
 """
 from __future__ import annotations
 
@@ -107,9 +108,10 @@ def cases(batch: int, quick: bool) -> list[Case]:
     return out
 
 
-def _calls(fn, case: Case, device) -> dict[str, Callable[[], object]]:
+def _calls(fn, case: Case, device, memory_format=torch.contiguous_format) -> dict[str, Callable[[], object]]:
     """forward() and backward() (all three gradients from a saved graph) for one implementation."""
     x, w, b = case.tensors(device)
+    x, w = x.contiguous(memory_format=memory_format), w.contiguous(memory_format=memory_format)
 
     def forward():
         with torch.no_grad():
@@ -144,8 +146,9 @@ def _median_time(fn, threads: int, min_run_time: float, slow: bool) -> float:
 
 
 def measure(case: Case, passes, args, device) -> list[Row]:
-    impl = _calls(implementations.get(case.impl), case, device)
-    ref = _calls(implementations.get("cudnn"), case, device)
+    fmt = torch.channels_last if args.channels_last else torch.contiguous_format
+    impl = _calls(implementations.get(case.impl), case, device, fmt)
+    ref = _calls(implementations.get("cudnn"), case, device, fmt)
     rows = []
     for pass_ in passes:
         (slow_i, peak_i), (slow_c, peak_c) = (_warm_up(f, device, args.min_run_time) for f in (impl[pass_], ref[pass_]))
@@ -184,7 +187,8 @@ def summary_rows(rows: list[Row]) -> list[tuple]:
 
 
 def render(rows: list[Row], args) -> Table:
-    t = Table(title=f"convbench perf vs cudnn (F.conv2d): {args.device}, float32, {args.threads} threads, "
+    layout = ", channels_last" if args.channels_last else ""
+    t = Table(title=f"convbench perf vs cudnn (F.conv2d): {args.device}{layout}, float32, {args.threads} threads, "
                     f"batch {args.batch} (ResNet-50), {args.rounds} interleaved rounds, median ratio")
     for col in ("impl", "case", "pass", "impl ms", "cudnn ms", "ratio", "target", "", "peak MiB", "cudnn MiB",
                 "out MiB", "peak target MiB", " "):
@@ -210,6 +214,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--rounds", type=int, default=3, help="interleaved impl/cudnn timing rounds")
     ap.add_argument("--min-run-time", type=float, default=0.2, help="seconds per blocked_autorange")
     ap.add_argument("--quick", action="store_true", help="every third ResNet-50 layer only")
+    ap.add_argument("--channels-last", action="store_true", help="inputs and weights in channels_last layout")
     ap.add_argument("--only", default="", help="only case groups containing this text (e.g. fft, 3x3)")
     args = ap.parse_args(argv)
     previous_threads = torch.get_num_threads()
