@@ -18,7 +18,7 @@ the 2-core CPU against F.conv2d (128x128, 16->16 channels, batch 4):
 * Overlap-save tiles, picked by a small cost model: for small kernels, tiles of ~30 pixels
   make the kernel spectrum small and the per-frequency matrices taller (2x faster at k=3).
 * K (c_in·c_out/groups planes of the transform, the method's largest tensor) only ever exists
-  a block of ~8 MiB at a time, built next to the matmul that uses it and rebuilt in the
+  a block of ~4 MiB at a time, built next to the matmul that uses it and rebuilt in the
   backward, so memory stays bounded on huge images too.
 * Transform lengths are even 2·3·5·7-smooth (`fast_len`): odd lengths are slow for real FFTs.
 * The backward is FFT-based by hand: grad_input is a correlation with the conjugate spectrum,
@@ -251,11 +251,11 @@ def _inverse(y: torch.Tensor, plan: _Plan, rows: int, cols: int) -> torch.Tensor
 
 
 # ----- the kernel spectrum and its adjoint, a block of H-frequencies at a time ------------------
-# Only a block of rows of K (~8 MiB) exists at any time: the forward builds it block by block
+# Only a block of rows of K (~4 MiB) exists at any time: the forward builds it block by block
 # next to the matmul that uses it, the backward rebuilds it (a few ms even at k=31) instead of
 # keeping the whole spectrum, the largest tensor of the method, alive between the two.
 
-_BLOCK = 1 << 20  # complex elements of K per block
+_BLOCK = 1 << 19  # complex elements of K per block
 
 
 def _row_blocks(plan: _Plan, c_in: int, c_out: int) -> list[tuple[int, int]]:
@@ -270,8 +270,12 @@ def _kernel_w(weight: torch.Tensor, plan: _Plan, mw: torch.Tensor) -> torch.Tens
     c_out, c_g, kh, kw = weight.shape
     g = plan.groups
     w = weight.view(g, c_out // g, c_g, kh, kw).to(mw.dtype)
-    t = torch.einsum("yvb,gocab->avgcyo", mw, w)
-    return torch.view_as_real(torch.stack((t, t * 1j)))
+    t = torch.view_as_real(torch.einsum("yvb,gocab->avgcyo", mw, w))
+    tw = t.new_empty(2, *t.shape)
+    tw[0] = t
+    tw[1, ..., 0] = -t[..., 1]  # i·t
+    tw[1, ..., 1] = t[..., 0]
+    return tw
 
 
 def _kernel_h(tw: torch.Tensor, plan: _Plan, mh: torch.Tensor, rows: tuple[int, int]) -> torch.Tensor:
@@ -283,8 +287,9 @@ def _kernel_h(tw: torch.Tensor, plan: _Plan, mh: torch.Tensor, rows: tuple[int, 
     sh, (u0, u1) = plan.h.stride, rows
     m = torch.view_as_real(mh[:, u0:u1]).permute(0, 1, 3, 2).reshape(sh * (u1 - u0), 2 * kh)
     k = torch.view_as_complex((m @ tw.reshape(2 * kh, -1)).view(sh, u1 - u0, bins, g, c_g, sw, o_g, 2))
-    k = k.permute(1, 2, 3, 4, 0, 5, 6)                              # (u, bins, g, Cg, sh, sw, O/g)
-    return k.reshape((u1 - u0) * bins * g, c_g * sh * sw, o_g).contiguous()
+    if sh > 1:  # the phase joins the channels: (u, bins, g, Cg, sh, sw, O/g)
+        k = k.permute(1, 2, 3, 4, 0, 5, 6).contiguous()
+    return k.view((u1 - u0) * bins * g, c_g * sh * sw, o_g)
 
 
 def _kernel_spectrum(weight: torch.Tensor, plan: _Plan, mh: torch.Tensor, mw: torch.Tensor) -> torch.Tensor:
