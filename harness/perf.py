@@ -8,10 +8,12 @@ for every implementation, CPU included (profiler memory events, via `harness.mem
 It is a report, not a test: it prints one table and exits 0 whether targets are met or not.
 The unfold targets are judged on the median ratio over the unique ResNet-50 layers (3x3 and 1x1
 separately, forward and backward); every layer's own ratio is printed too, with the worst one.
-On a machine shared with other jobs, `--threads 1` gives steadier ratios: with 2 OpenMP threads on
-2 busy cores every parallel region waits for a descheduled thread, which distorts small calls most.
+One thread by default: on the 2-core development machine one thread already reaches the matmul
+peak (2048^2 float32: 219 GFLOP/s on 1 thread, 187 on 2, measured back to back), and with 2
+OpenMP threads on cores shared with other jobs every parallel region waits for a descheduled
+thread, which distorts small calls most (the loop case ran 6x slower) and doubles the run time.
 
-    python -m harness.perf [--batch 8] [--threads 2] [--rounds 3] [--min-run-time 0.2] [--device cpu]
+    python -m harness.perf [--batch 8] [--threads 1] [--rounds 3] [--min-run-time 0.2] [--device cpu]
                            [--channels-last] [--quick] [--only 3x3]
 """
 from __future__ import annotations
@@ -210,7 +212,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--batch", type=int, default=8, help="batch of the ResNet-50 layers (default 8)")
-    ap.add_argument("--threads", type=int, default=2, help="torch intra-op threads while timing")
+    ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads while timing (default 1)")
     ap.add_argument("--rounds", type=int, default=3, help="interleaved impl/cudnn timing rounds")
     ap.add_argument("--min-run-time", type=float, default=0.2, help="seconds per blocked_autorange")
     ap.add_argument("--quick", action="store_true", help="every third ResNet-50 layer only")
