@@ -11,7 +11,7 @@ separately, forward and backward); every layer's own ratio is printed too, with 
 One thread by default: on the 2-core development machine one thread already reaches the matmul
 peak (2048^2 float32: 219 GFLOP/s on 1 thread, 187 on 2, measured back to back), and with 2
 OpenMP threads on cores shared with other jobs every parallel region waits for a descheduled
-thread, which distorts small calls most (the loop case ran 6x slower) and doubles the run time.
+thread, which distorts small calls most (the loop case ran ~10x slower) and doubles the run time.
 
     python -m harness.perf [--batch 8] [--threads 1] [--rounds 3] [--min-run-time 0.2] [--device cpu]
                            [--channels-last] [--quick] [--only 3x3]
