@@ -15,12 +15,13 @@ the 2-core CPU against F.conv2d (128x128, 16->16 channels, batch 4):
   frequency-major spectra (on any other layout it loops over the small matrices: 20x slower).
   The inverse transform runs on that layout directly (dims 0, 1): permuting complex spectra back
   cost as much as the transform.
-* Overlap-save tiles, picked by a small cost model: for small kernels, tiles of ~30 pixels
-  make the kernel spectrum small and the per-frequency matrices taller (2x faster at k=3).
+* Overlap-save tiles, picked by a small cost model: for small kernels, bands of ~32 rows make
+  the kernel spectrum small and the per-frequency matrices taller (k=3: 9.6 ms against 12.9 ms
+  for one 144x144 transform).
 * K (c_in·c_out/groups planes of the transform, the method's largest tensor) only ever exists
   a block of ~4 MiB at a time, built next to the matmul that uses it and rebuilt in the
   backward, so memory stays bounded on huge images too.
-* Transform lengths are even 2·3·5·7-smooth (`fast_len`): odd lengths are slow for real FFTs.
+* Transform lengths are even 2·3·5-smooth (`fast_len`): odd lengths and factors of 7 are slow.
 * The backward is FFT-based by hand: grad_input is a correlation with the conjugate spectrum,
   grad_bias the DC bin, grad_weight the input/grad-output cross-spectrum read at the taps;
   only the input spectrum is kept from the forward.
@@ -46,15 +47,16 @@ def _unsupported(device_type: str, dtype: torch.dtype):
 
 @lru_cache(maxsize=None)
 def fast_len(n: int) -> int:
-    """Smallest even 2·3·5·7-smooth integer >= n: a transform length the FFT libraries do fast
-    (odd lengths are slow for real transforms here: rfft2 at 135 takes 2.4x the time of 144)."""
+    """Smallest even 2·3·5-smooth integer >= n: a transform length MKL (and cuFFT) do fast. Odd
+    lengths are slow for real transforms (rfft2 at 135 took 2.4x the time of 144 here), and so
+    are factors of 7 (inverse transforms at 28 and 140: 1.5-2x the time per element of 32, 144)."""
     if n < 1:
         raise ValueError(f"fast_len: n must be positive, got {n}")
     m = max(n, 2)
     while True:
         if m % 2 == 0:
             r = m
-            for p in (2, 3, 5, 7):
+            for p in (2, 3, 5):
                 while r % p == 0:
                     r //= p
             if r == 1:
@@ -145,18 +147,21 @@ class _Plan:
         return self.h.count * self.w.count
 
 
-# Relative costs per unit, fitted by hand to forward timings of every tiling of 128x128 images
-# with kernels 3, 15 and 31 on the 2-core CPU: one element of a transform (per log2 of its size,
+# Relative costs per unit, fitted by hand to forward timings of the tilings of 128x128 images
+# with kernels 3, 15 and 31 on the 2-core CPU (1 thread, interleaved, min of 12 rounds): one element of a transform (per log2 of its size,
 # plus the layout copies around it), one complex multiply-add of the channel sum, one element of
 # the kernel spectrum (written once, memory-bound).
 _COST_COPY, _COST_MAC, _COST_KERNEL = 20.0, 4.6, 19.0
+# ... and a fixed cost per transformed plane: many small tiles were 3-4x slower than their element
+# counts say (k=3: 16x16 tiles 38 ms, 32x128 tiles 9.6 ms, one 128x128 tile 12.9 ms).
+_COST_PLANE = 40000.0
 def _cost(h: _Axis, w: _Axis, n: int, c_in: int, c_out: int, groups: int) -> float:
     """Estimated time of a tiling: the transforms, the channel sum, building the kernel spectrum.
     Small tiles waste transform length on overlap and copies; one big tile makes the kernel
     spectrum (c_in·c_out/groups planes of the whole transform) the dominant, memory-bound cost."""
     freqs = h.n * (w.n // 2 + 1)
     tiles = n * h.count * w.count
-    transforms = tiles * (c_in + c_out) * h.n * w.n * (math.log2(h.n * w.n) + _COST_COPY)
+    transforms = tiles * (c_in + c_out) * (h.n * w.n * (math.log2(h.n * w.n) + _COST_COPY) + _COST_PLANE)
     contraction = tiles * freqs * c_in * c_out / groups
     return transforms + _COST_MAC * contraction + _COST_KERNEL * _kernel_size(h, w, c_in, c_out, groups)
 
