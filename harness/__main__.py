@@ -20,6 +20,7 @@ register_configs()
 
 
 def _sweep_name(sweep_dir: Path) -> str:
+    sweep_dir = sweep_dir.resolve()  # `hydra.sweep.dir=results/latest` (a resume) names the real sweep
     return f"{sweep_dir.parent.name}/{sweep_dir.name}"
 
 
@@ -41,7 +42,7 @@ def app(cfg: DictConfig) -> int:
         sys.exit(f"convbench: {exc}")
     sweep_dir = Path(hc.sweep.dir) if multirun else out_dir
     from .run import run_job
-    run_job(conf, out_dir, sweep=_sweep_name(sweep_dir), job=hc.job.num if multirun else 0)
+    run_job(conf, out_dir, sweep=_sweep_name(sweep_dir), job=hc.job.num if multirun else 0, sweep_dir=sweep_dir)
     if multirun:
         return 0
     from .callbacks import finish

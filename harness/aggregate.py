@@ -1,24 +1,28 @@
-"""Gather every job folder of a sweep into `results.parquet` and `results.csv`.
+"""Gather every job folder of a sweep into `results.parquet` and `results.csv`; merge several sweeps.
 
 Works on a sweep whose driver died: a finished job contributes its `job.parquet`, an unfinished one
 the rows it had appended to `rows.jsonl`. Jobs are ordered by job number (folder names sort as
 text: 10 before 2), and a case recorded twice (a resumed job) keeps its last row.
 
+Several sweeps (one per machine, or copies from a cluster with mixed GPUs) merge into one table and
+one report; rows keep their `sweep`, `host` and `device_name`, so nothing of two machines collides:
+
     python -m harness.aggregate DIR
+    python -m harness.aggregate DIR1 DIR2 ... --out DIR
 """
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 import pandas as pd
 
 from . import schema
-from .run import COMPLETE, JOB_TABLE, ROWS_FILE, write_atomic
+from .jobfolder import COMPLETE, JOB_TABLE, ROWS_FILE, read_rows, write_atomic
 
 KEY = ["job", "impl", "suite", "layer", "shape", "device", "dtype", "pass"]
+MERGE_KEY = ["sweep", "host", "device_name", *KEY]  # one row across machines
 
 
 def job_dirs(sweep_dir: Path) -> list[Path]:
@@ -31,15 +35,13 @@ def read_job(job_dir: Path) -> pd.DataFrame:
     """The job's final table when it completed, else whatever rows it appended."""
     if (job_dir / COMPLETE).exists() and (job_dir / JOB_TABLE).exists():
         return pd.read_parquet(job_dir / JOB_TABLE)
-    rows = []
-    path = job_dir / ROWS_FILE
-    if path.exists():
-        for line in path.read_text().splitlines():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:  # a line cut short by a kill
-                continue
-    return schema.frame(rows)
+    return schema.frame(read_rows(job_dir / ROWS_FILE))
+
+
+def _write(df: pd.DataFrame, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    write_atomic(df, out / "results.parquet")
+    write_atomic(df, out / "results.csv")
 
 
 def aggregate(sweep_dir: Path | str, write: bool = True) -> pd.DataFrame:
@@ -51,20 +53,59 @@ def aggregate(sweep_dir: Path | str, write: bool = True) -> pd.DataFrame:
     df = df.drop_duplicates(subset=KEY, keep="last")
     df = df.sort_values(["job", "_order"], kind="stable").drop(columns="_order").reset_index(drop=True)
     if write:
-        write_atomic(df, sweep_dir / "results.parquet")
-        write_atomic(df, sweep_dir / "results.csv")
+        _write(df, sweep_dir)
+    return df
+
+
+def read_sweep(path: Path) -> pd.DataFrame:
+    """A sweep's rows: from its job folders, else from its results table (a copy without them)."""
+    if job_dirs(path):
+        return aggregate(path, write=False)
+    for name in ("results.parquet", "results.csv"):
+        if (path / name).exists():
+            table = pd.read_parquet(path / name) if name.endswith("parquet") else pd.read_csv(path / name)
+            return schema.frame(table.to_dict("records"))
+    raise FileNotFoundError(f"{path}: no job folders and no results.parquet / results.csv")
+
+
+def merge(sweep_dirs: list[Path | str], out: Path | str, write: bool = True) -> pd.DataFrame:
+    """Every row of several sweeps in one table (in the order given, then by job). A sweep given twice
+    counts once; rows of different sweeps, hosts or devices never replace each other."""
+    frames = [read_sweep(Path(d)) for d in sweep_dirs]
+    df = pd.concat(frames, ignore_index=True) if frames else schema.frame([])
+    df = df.drop_duplicates(subset=MERGE_KEY, keep="last").reset_index(drop=True)
+    if write:
+        _write(df, Path(out))
     return df
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m harness.aggregate", description=__doc__.split("\n\n")[0])
-    parser.add_argument("sweep_dir", type=Path, help="a sweep folder, e.g. results/latest")
+    parser.add_argument("sweep_dirs", type=Path, nargs="+", metavar="DIR",
+                        help="sweep folders, e.g. results/latest (or copies of other machines' sweeps)")
+    parser.add_argument("--out", type=Path, help="where the merged table and report go (needed for several DIRs)")
+    parser.add_argument("--report", action=argparse.BooleanOptionalAction, default=None,
+                        help="also build the report (default: with --out)")
     args = parser.parse_args(argv)
-    if not args.sweep_dir.is_dir():
-        parser.error(f"{args.sweep_dir} is not a folder")
-    df = aggregate(args.sweep_dir)
-    print(f"{len(df)} rows from {df['job'].nunique()} jobs -> {args.sweep_dir / 'results.parquet'}, "
-          f"{args.sweep_dir / 'results.csv'}")
+    for d in args.sweep_dirs:
+        if not d.is_dir():
+            parser.error(f"{d} is not a folder")
+    if len(args.sweep_dirs) > 1 and args.out is None:
+        parser.error("several sweeps: say where the merged table goes with --out DIR")
+    if args.out is None:
+        out = args.sweep_dirs[0]
+        df = aggregate(out)
+    else:
+        out = args.out
+        df = merge(args.sweep_dirs, out)
+    devices = ", ".join(sorted(df["device_name"].dropna().unique())) or "-"
+    print(f"{len(df)} rows from {len(args.sweep_dirs)} sweep(s), {df[['sweep', 'job']].drop_duplicates().shape[0]} "
+          f"jobs, devices: {devices} -> {out / 'results.parquet'}, {out / 'results.csv'}")
+    if args.report or (args.report is None and args.out is not None):
+        from .callbacks import build_report
+        report = build_report(out)
+        if report is not None:
+            print(f"report: {report}")
     return 0
 
 

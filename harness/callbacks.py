@@ -7,13 +7,14 @@ first job, so a typo fails the sweep at once instead of after hours of other job
 from __future__ import annotations
 
 import os
+import sys
 import traceback
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
 from .aggregate import aggregate
@@ -100,6 +101,24 @@ def check_sweep(config: DictConfig) -> None:
         check_impl(str(impl))
 
 
+PARALLEL_LAUNCHERS = ("submitit_launcher.LocalLauncher", "joblib", "ray")
+
+
+def overlap_warnings(config: DictConfig) -> list[str]:
+    """What the launcher config predicts about jobs sharing a device (the rows record what happened)."""
+    target = str(config.hydra.launcher.get("_target_", ""))
+    notes = []
+    if (any(name in target.lower() for name in (n.lower() for n in PARALLEL_LAUNCHERS))
+            and config.hydra.sweeper.get("max_batch_size") != 1 and not config.get("allow_concurrent")):
+        notes.append(f"{target.rsplit('.', 1)[-1]} may run several jobs at once: rows timed while another job "
+                     "shares the device are marked concurrent=True. hydra.sweeper.max_batch_size=1 runs them "
+                     "one at a time; allow_concurrent=true accepts the overlap.")
+    ray_gpus = OmegaConf.select(config, "hydra.launcher.ray.remote.num_gpus", default=None)
+    if "ray" in target.lower() and not ray_gpus and str(config.get("device", "")).startswith("cuda"):
+        notes.append("Ray hides GPUs from tasks that ask for none: add hydra.launcher.ray.remote.num_gpus=1")
+    return notes
+
+
 class ConvbenchCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         # Hydra turns a callback's Exception into a warning and carries on; SystemExit stops it.
@@ -107,6 +126,8 @@ class ConvbenchCallback(Callback):
             check_sweep(config)
         except Exception as exc:
             raise SystemExit(f"convbench: invalid sweep: {exc}") from exc
+        for note in overlap_warnings(config):
+            print(f"convbench: warning: {note}", file=sys.stderr)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)

@@ -119,6 +119,8 @@ class Config:
     budget_s: float = 5.0                # time limit per case and pass (its check + its timing)
     strict: bool = False                 # exit non-zero on any incorrect or error row
     results_link: Optional[str] = "results/latest"  # symlink pointed at the newest sweep; null: none
+    resume: bool = False                 # into an existing hydra.sweep.dir: keep complete jobs and finished cases
+    allow_concurrent: bool = False       # accept jobs timing on one device at once (no warning; rows still marked)
 
     def __post_init__(self) -> None:
         if not _DEVICE_RE.match(self.device):
@@ -139,6 +141,9 @@ def register_configs() -> None:
     """Make the schema known to Hydra: conf/config.yaml extends `base_config`; suites are typed
     through `Config.suite`."""
     ConfigStore.instance().store(name="base_config", node=Config)
+    if not OmegaConf.has_resolver("convbench.gpu_count"):
+        # launcher configs (submitit_local) show the jobs every GPU of the machine, as the basic launcher does
+        OmegaConf.register_new_resolver("convbench.gpu_count", lambda: torch.cuda.device_count())
 
 
 def to_config(cfg: DictConfig | Config) -> Config:

@@ -2,13 +2,18 @@
 
 Durability: each finished case's rows are appended to `rows.jsonl` (flushed and fsynced), so a job
 killed half-way keeps what it measured. At the end the job's table is written to `job.parquet`
-through a temporary file and `os.replace` (never half-written), then the `COMPLETE` marker.
-Nothing an implementation does stops the job: every failure becomes a row with a status."""
+through a temporary file and `os.replace` (never half-written), then the `COMPLETE` marker
+(`harness.jobfolder`; with `resume=true` finished cases are kept, not measured again).
+Nothing an implementation does stops the job: every failure becomes a row with a status.
+
+Honest timing: the job registers on its device (`harness.concurrency`) and each timed pass asks
+whether another job used the device during it; such rows get `concurrent=True`."""
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
@@ -19,19 +24,17 @@ import torch
 import implementations
 from implementations import Unsupported
 
-from . import memory, schema
+from . import jobfolder, memory, schema
 from .cases import Case, flops, label, make_case, scale_batch
 from .check import NotATensor, Verdict, compare, reference, tolerance
+from .concurrency import DeviceClaim
 from .config import Config, Shape, import_plugins, to_config
 from .devices import absent_reason, resolve
 from .env import environment
 from .peak import peak_gflops
 from .timing import CaseTimeout, deadline, time_call
 
-ROWS_FILE = "rows.jsonl"
-JOB_TABLE = "job.parquet"
-ENV_FILE = "env.json"
-COMPLETE = "COMPLETE"
+from .jobfolder import COMPLETE, ENV_FILE, JOB_TABLE, ROWS_FILE, append_rows, write_atomic  # noqa: F401
 
 
 def _fmt_pair(p) -> str:
@@ -57,6 +60,7 @@ class PassResult:
     verdict: Optional[Verdict] = None
     peak_mem: Optional[int] = None
     timing: object = None
+    concurrent: bool = False   # another job used the device while this pass was timed
     done: bool = False
 
     def fail(self, status: str, message: str) -> None:
@@ -86,7 +90,17 @@ def _torch_settings(cfg: Config, threads: int):
         torch.set_num_threads(saved[3])
 
 
-def run_case(fn: Callable, s: Shape, cfg: Config, device: torch.device) -> dict[str, PassResult]:
+def _timed(call: Callable, cfg: Config, device: torch.device, r: PassResult, claim: Optional[DeviceClaim]):
+    """time_call, noting in `r` whether another job used the device before or during the timing."""
+    t0 = time.time()
+    before = claim is not None and claim.busy()
+    timing = time_call(call, cfg.timing, device, cfg.threads)
+    r.concurrent = before or (claim is not None and claim.busy(since=t0))
+    return timing
+
+
+def run_case(fn: Callable, s: Shape, cfg: Config, device: torch.device,
+             claim: Optional[DeviceClaim] = None) -> dict[str, PassResult]:
     """Check then time the forward, then check then time the backward (from the checked forward's
     saved graph). Each pass has its own `budget_s`, so a slow backward still leaves a forward row."""
     dtype = cfg.dtype.torch
@@ -112,7 +126,7 @@ def run_case(fn: Callable, s: Shape, cfg: Config, device: torch.device) -> dict[
             fwd.status = "ok" if fwd.verdict.correct else "incorrect"
             fwd.message = fwd.verdict.message
             if "forward" in res:
-                fwd.timing = time_call(forward, cfg.timing, device, cfg.threads)
+                fwd.timing = _timed(forward, cfg, device, fwd, claim)
                 fwd.done = True
         if want_backward:
             current = "backward"
@@ -130,7 +144,7 @@ def run_case(fn: Callable, s: Shape, cfg: Config, device: torch.device) -> dict[
                 bwd.verdict = compare(dict(zip(("input", "weight", "bias"), grads)), ref_grads, dtype, device)
                 bwd.status = "ok" if bwd.verdict.correct else "incorrect"
                 bwd.message = bwd.verdict.message
-                bwd.timing = time_call(backward, cfg.timing, device, cfg.threads)
+                bwd.timing = _timed(backward, cfg, device, bwd, claim)
                 bwd.done = True
     except CaseTimeout as exc:
         _fail_rest(res, current, "timeout", str(exc))
@@ -162,6 +176,7 @@ def _row(base: dict, s: Shape, pass_: str, r: PassResult, tol: float, peak: floa
     if r.verdict is not None:
         row.update(correct=r.verdict.correct, rel_err=r.verdict.rel_err, max_abs_err=r.verdict.max_abs_err)
     row["peak_mem_bytes"] = r.peak_mem
+    row["concurrent"] = r.concurrent
     t = r.timing
     if t is not None:
         row.update(time_median_s=t.median, time_iqr_s=t.iqr, n_runs=t.n_runs, samples=t.samples_json,
@@ -184,25 +199,6 @@ def _job_level_problem(cfg: Config, device: torch.device) -> tuple[Optional[str]
     return None, "", fn
 
 
-def _append(path: Path, rows: list[dict]) -> None:
-    """Append rows durably: a job killed later keeps them."""
-    with open(path, "a") as f:
-        for row in rows:
-            f.write(json.dumps(row, default=str) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def write_atomic(df: pd.DataFrame, path: Path) -> None:
-    """Write a parquet or csv file through a temporary file and os.replace: never half-written."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    if path.suffix == ".csv":
-        df.to_csv(tmp, index=False)
-    else:
-        df.to_parquet(tmp, index=False)
-    os.replace(tmp, path)
-
-
 def _progress(total: int, enabled: bool):
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                                TimeRemainingColumn)
@@ -212,15 +208,19 @@ def _progress(total: int, enabled: bool):
                     transient=True, disable=not enabled)
 
 
-def run_job(cfg: Config, out_dir: os.PathLike, *, sweep: str = "", job: int = 0,
-            progress: bool = True) -> pd.DataFrame:
-    """Run every case of `cfg.suite` for `cfg.impl` and write the job folder; return its rows."""
+def run_job(cfg: Config, out_dir: os.PathLike, *, sweep: str = "", job: int = 0, progress: bool = True,
+            sweep_dir: Optional[os.PathLike] = None) -> pd.DataFrame:
+    """Run every case of `cfg.suite` for `cfg.impl` and write the job folder; return its rows.
+
+    `sweep_dir` is where jobs that may share a device register (default: the job's own folder, i.e.
+    nobody else). With `cfg.resume`, a job already complete with this config is returned as it is,
+    and an unfinished one runs only the cases it lacks."""
     cfg = to_config(cfg)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    rows_path = out / ROWS_FILE
-    rows_path.write_text("")
-    (out / COMPLETE).unlink(missing_ok=True)
+    passes = [p.name for p in cfg.passes]
+    table, kept = jobfolder.start(out, jobfolder.fingerprint(cfg), cfg.resume, passes)
+    if table is not None:
+        return table
     import_plugins(cfg.plugins)
 
     device = resolve(cfg.device)
@@ -232,24 +232,29 @@ def run_job(cfg: Config, out_dir: os.PathLike, *, sweep: str = "", job: int = 0,
     base = dict(env, sweep=sweep, job=job, impl=cfg.impl, suite=cfg.suite.name, device=str(device),
                 dtype=cfg.dtype.name, concurrent=False)
     tol = tolerance(dtype)
-    passes = [p.name for p in cfg.passes]
 
     status, message, fn = _job_level_problem(cfg, device)
-    peak = peak_gflops(str(device), dtype, threads) if status is None else float("nan")
+    todo = [s for s in shapes if (s.layer, label(s)) not in kept]
+    peak = peak_gflops(str(device), dtype, threads) if status is None and todo else float("nan")
+    claim = DeviceClaim(sweep_dir or out, device, allow=cfg.allow_concurrent)
+    measuring = claim if status is None and todo else contextlib.nullcontext()
     all_rows: list[dict] = []
-    with _torch_settings(cfg, threads), _progress(len(shapes), progress) as bar:
-        task = bar.add_task(f"job {job} {cfg.impl}", total=len(shapes))
+    with _torch_settings(cfg, threads), measuring, _progress(len(shapes), progress) as bar:
+        task = bar.add_task(f"job {job} {cfg.impl}", total=len(shapes), completed=len(shapes) - len(todo))
         for s in shapes:
+            if (s.layer, label(s)) in kept:
+                all_rows.extend(kept[s.layer, label(s)])
+                continue
             bar.update(task, description=f"job {job} {cfg.impl} {s.layer}")
             if status is not None:
                 results = {p: PassResult(status=status, message=message) for p in passes}
             else:
-                results = run_case(fn, s, cfg, device)
+                results = run_case(fn, s, cfg, device, claim)
             rows = [_row(base, s, p, r, tol, peak) for p, r in results.items()]
-            _append(rows_path, rows)
+            append_rows(out / ROWS_FILE, rows)
             all_rows.extend(rows)
             bar.advance(task)
     df = schema.frame(all_rows)
     write_atomic(df, out / JOB_TABLE)
-    (out / COMPLETE).write_text(json.dumps({"rows": len(df), "job": job}) + "\n")
+    (out / COMPLETE).write_text(json.dumps({"rows": len(df), "job": job, "kept": sum(map(len, kept.values()))}) + "\n")
     return df
