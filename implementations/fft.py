@@ -29,7 +29,7 @@ the 2-core CPU against F.conv2d (128x128, 16->16 channels, batch 4):
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
 import torch
@@ -72,7 +72,8 @@ class _Axis:
     [t·tile, (t+1)·tile)) reads a window of `window` rows of each phase, starting at row
     t·tile - lead (the leading `lead` rows are the padding); tap `a` reads phase `phase[a]` at
     `shift[a]` rows into the window. A transform of length `n` >= `window` makes that product
-    of spectra a linear correlation.
+    of spectra a linear correlation. An untiled axis is circular instead (see `_circular`):
+    lead 0, negative shifts.
     """
 
     stride: int
@@ -186,7 +187,15 @@ def _plan(x: torch.Tensor, weight: torch.Tensor, p: ConvParams) -> _Plan:
         axes.append(_Axis(s, out, phase, shift, length, lead, out, 1, fast_len(out + max(shift))))
     phases = p.stride[0] * p.stride[1]
     h, w = _choose(axes[0], axes[1], x.shape[0], x.shape[1] * phases, weight.shape[0], p.groups)
-    return _Plan(h, w, p.groups)
+    return _Plan(_circular(h), _circular(w), p.groups)
+
+
+def _circular(axis: _Axis) -> _Axis:
+    """An untiled axis needs no padded copy of the input: the leading padding becomes negative tap
+    offsets, which wrap onto the zeros the transform appends (n >= window keeps them apart)."""
+    if axis.count > 1 or axis.lead == 0:
+        return axis
+    return replace(axis, shift=tuple(q - axis.lead for q in axis.shift), lead=0)
 
 
 def _phases(x: torch.Tensor, plan: _Plan) -> torch.Tensor:
@@ -203,14 +212,19 @@ def _phases(x: torch.Tensor, plan: _Plan) -> torch.Tensor:
 def _tiles(xs: torch.Tensor, plan: _Plan) -> torch.Tensor:
     """(N, C, Hs, Ws) -> (N·tiles, C, window_h, window_w): the zero padding (or a crop of rows no
     output reads) and, for several tiles, overlapping windows stacked along the batch."""
-    h, w = plan.h, plan.w
-    rows, cols = (h.count - 1) * h.tile + h.window, (w.count - 1) * w.tile + w.window
-    xs = F.pad(xs, (w.lead, cols - w.lead - w.length, h.lead, rows - h.lead - h.length))
+    pads = []
+    for axis in (plan.w, plan.h):
+        after = (axis.count - 1) * axis.tile + axis.window - axis.lead - axis.length
+        # an untiled axis is only cropped: the transform appends its zeros
+        pads += [axis.lead, after if axis.count > 1 else min(after, 0)]
+    if any(pads):
+        xs = F.pad(xs, pads)
     if plan.tiles == 1:
         return xs
     n, c = xs.shape[:2]
-    xs = xs.unfold(2, h.window, h.tile).unfold(3, w.window, w.tile)   # (N, C, th, tw, wh, ww)
-    return xs.permute(0, 2, 3, 1, 4, 5).reshape(n * plan.tiles, c, h.window, w.window)
+    sizes = [a.window if a.count > 1 else xs.shape[d] for d, a in ((2, plan.h), (3, plan.w))]
+    xs = xs.unfold(2, sizes[0], plan.h.tile).unfold(3, sizes[1], plan.w.tile)   # (N, C, th, tw, wh, ww)
+    return xs.permute(0, 2, 3, 1, 4, 5).reshape(n * plan.tiles, c, *sizes)
 
 
 def _untile(y: torch.Tensor, plan: _Plan) -> torch.Tensor:
