@@ -73,7 +73,7 @@ def merge(sweep_dirs: list[Path | str], out: Path | str, write: bool = True) -> 
     counts once; rows of different sweeps, hosts or devices never replace each other."""
     frames = [read_sweep(Path(d)) for d in sweep_dirs]
     df = pd.concat(frames, ignore_index=True) if frames else schema.frame([])
-    df = df.drop_duplicates(subset=MERGE_KEY, keep="last").reset_index(drop=True)
+    df = df.drop_duplicates(subset=MERGE_KEY, keep="first").reset_index(drop=True)
     if write:
         _write(df, Path(out))
     return df
