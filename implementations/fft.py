@@ -227,16 +227,15 @@ def _tiles(xs: torch.Tensor, plan: _Plan) -> torch.Tensor:
     return xs.permute(0, 2, 3, 1, 4, 5).reshape(n * plan.tiles, c, *sizes)
 
 
-def _untile(y: torch.Tensor, plan: _Plan) -> torch.Tensor:
-    """(N·tiles, C, tile_h, tile_w) -> (N, C, out_h, out_w)."""
+def _retile(y: torch.Tensor, plan: _Plan) -> torch.Tensor:
+    """(N, C, th·tile_h, tw·tile_w) -> (N·tiles, C, tile_h, tile_w): the inverse of the layout
+    `_inverse(..., untile=True)` writes."""
+    if plan.tiles == 1:
+        return y
     h, w = plan.h, plan.w
-    if plan.tiles > 1:
-        c = y.shape[1]
-        y = y.view(-1, h.count, w.count, c, h.tile, w.tile).permute(0, 3, 1, 4, 2, 5)
-        y = y.reshape(-1, c, h.count * h.tile, w.count * w.tile)
-    if y.shape[-2:] != (h.out, w.out):
-        y = y[:, :, :h.out, :w.out].contiguous()
-    return y
+    n, c = y.shape[:2]
+    y = y.view(n, c, h.count, h.tile, w.count, w.tile).permute(0, 2, 4, 1, 3, 5)
+    return y.reshape(n * plan.tiles, c, h.tile, w.tile)
 
 
 # ----- spectra in frequency-major layout: (Fh·bins·g, rows, cols), contiguous small matrices ------
@@ -257,16 +256,19 @@ def _freq_major(spec: torch.Tensor, groups: int) -> torch.Tensor:
     return spec.permute(3, 4, 1, 0, 2).contiguous().view(fh * bins * groups, n, c // groups)
 
 
-def _inverse(y: torch.Tensor, plan: _Plan, rows: int, cols: int) -> torch.Tensor:
-    """(Fh·bins·g, N, C/g) spectra -> real (N, C, rows, cols): the inverse transform runs on the
-    frequency-major layout itself (dims 0, 1) and only the cropped real result is permuted back;
+def _inverse(y: torch.Tensor, plan: _Plan, rows: int, cols: int, untile: bool = False) -> torch.Tensor:
+    """(Fh·bins·g, B, C/g) spectra -> real (B, C, rows, cols), or with `untile` the tiles put
+    side by side, (B/tiles, C, th·rows, tw·cols). The inverse transform runs on the
+    frequency-major layout itself (dims 0, 1) and only the cropped real result is permuted, once:
     permuting the complex spectra first costs as much as the transform again."""
     b, n, cg = y.shape
     g = plan.groups
+    th, tw = (plan.h.count, plan.w.count) if untile else (1, 1)
     if y.numel() == 0:
-        return y.new_zeros(n, g * cg, rows, cols, dtype=y.real.dtype)
+        return y.new_zeros(n // (th * tw), g * cg, th * rows, tw * cols, dtype=y.real.dtype)
     y = torch.fft.irfft2(y.view(plan.h.n, plan.bins, g, n, cg), s=(plan.h.n, plan.w.n), dim=(0, 1))
-    return y[:rows, :cols].permute(3, 2, 4, 0, 1).contiguous().view(n, g * cg, rows, cols)
+    y = y[:rows, :cols].view(rows, cols, g, n // (th * tw), th, tw, cg).permute(3, 2, 6, 4, 0, 5, 1)
+    return y.contiguous().view(n // (th * tw), g * cg, th * rows, tw * cols)
 
 
 # ----- the kernel spectrum and its adjoint, a block of H-frequencies at a time ------------------
@@ -368,7 +370,7 @@ class _FFTConv(torch.autograd.Function):
         if any(ctx.needs_input_grad):
             ctx.save_for_backward(x, weight, mh, mw)
         del x  # without autograd, freed before the inverse transform
-        return _inverse(y, plan, plan.h.tile, plan.w.tile)
+        return _inverse(y, plan, plan.h.tile, plan.w.tile, untile=True)
 
     @staticmethod
     def backward(ctx, gy):
@@ -376,7 +378,7 @@ class _FFTConv(torch.autograd.Function):
         plan = ctx.plan
         fh, fw, bins, g = plan.h.n, plan.w.n, plan.bins, plan.groups
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
-        gspec = _rfft2(gy, (fh, fw))
+        gspec = _rfft2(_retile(gy, plan), (fh, fw))
         gb = gspec[:, :, 0, 0].real.sum(0) if need_b else None        # the DC bin is the plane's sum
         gspec = _freq_major(gspec, g)                                    # (Fh·bins·g, N, O/g)
         gxs = gspec.new_empty(*gspec.shape[:2], x.shape[-1]) if need_x else None
@@ -405,5 +407,6 @@ def conv2d_fft(input, weight, bias=None, stride=1, padding=0, dilation=1, groups
         raise Unsupported(reason)
     plan = _plan(x, weight, p)
     y = _FFTConv.apply(_tiles(_phases(x, plan), plan), weight, bias, plan)
-    y = _untile(y, plan)
+    if y.shape[-2:] != (plan.h.out, plan.w.out):  # the last tiles may overhang
+        y = y[:, :, :plan.h.out, :plan.w.out].contiguous()
     return y.squeeze(0) if unbatched else y
