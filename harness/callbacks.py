@@ -119,6 +119,16 @@ def overlap_warnings(config: DictConfig) -> list[str]:
     return notes
 
 
+def resume_warnings(config: DictConfig) -> list[str]:
+    """resume=true into a folder with no earlier jobs resumes nothing: say so, it is usually a missing
+    hydra.sweep.dir=<the sweep>."""
+    sweep_dir = Path(str(config.hydra.sweep.dir))
+    if config.get("resume") and not (sweep_dir.is_dir() and any(sweep_dir.rglob("job_config.json"))):
+        return [f"resume=true, but {sweep_dir} holds no earlier jobs: everything runs. Resume a sweep with "
+                "hydra.sweep.dir=<its folder> and the same sweep arguments."]
+    return []
+
+
 class ConvbenchCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         # Hydra turns a callback's Exception into a warning and carries on; SystemExit stops it.
@@ -126,7 +136,7 @@ class ConvbenchCallback(Callback):
             check_sweep(config)
         except Exception as exc:
             raise SystemExit(f"convbench: invalid sweep: {exc}") from exc
-        for note in overlap_warnings(config):
+        for note in overlap_warnings(config) + resume_warnings(config):
             print(f"convbench: warning: {note}", file=sys.stderr)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
