@@ -13,7 +13,7 @@ from dataclasses import replace
 import pandas as pd
 import pytest
 
-from harness.config import Timing
+from harness.config import Pass, Timing
 from harness.run import COMPLETE, JOB_TABLE, ROWS_FILE, run_job
 
 from conftest import REPO
@@ -120,3 +120,11 @@ def test_sigkilled_sweep_resumes_and_holds_every_row_once(tmp_path):
     kept = {(r["layer"], r["pass"]): r["samples"] for r in partial}  # the killed job's finished cases stayed
     job = df[df["job"] == in_flight]
     assert all(job[(job["layer"] == l) & (job["pass"] == p)]["samples"].item() == s for (l, p), s in kept.items())
+
+
+def test_resume_into_a_folder_without_jobs_warns(compose, tmp_path):
+    from harness.callbacks import resume_warnings
+    cfg = compose("resume=true", f"hydra.sweep.dir={tmp_path}", hydra=True)
+    assert "holds no earlier jobs" in resume_warnings(cfg)[0]
+    run_job(job_config("cudnn", passes=[Pass.forward]), tmp_path / "0", progress=False)
+    assert resume_warnings(cfg) == [] and resume_warnings(compose(f"hydra.sweep.dir={tmp_path}", hydra=True)) == []
