@@ -390,6 +390,41 @@ def test_batch_is_images_side_by_side(impl, monkeypatch):
             torch.testing.assert_close(whole[i], fn(x[i], w, b, **case.kwargs), rtol=1e-12, atol=1e-12)
 
 
+# Larger images: big enough that `fft` splits them into overlap-save tiles (several tiles per axis,
+# strided, dilated, grouped, asymmetric 'same'), still quick for every method but `loop`.
+LARGE_IMAGE_CASES = [
+    Case("tiled_rows", (1, 4, 96, 96), (4, 4, 3, 3), True, dict(padding=1)),
+    Case("tiled_both_dilated", (1, 16, 64, 64), (16, 16, 3, 3), False, dict(padding=2, dilation=2)),
+    Case("tiled_strided", (1, 16, 64, 64), (16, 16, 3, 3), True, dict(stride=2, padding=1)),
+    Case("tiled_same_even", (1, 8, 64, 64), (8, 8, 2, 2), True, dict(padding="same")),
+    Case("tiled_grouped", (1, 16, 64, 64), (16, 8, 3, 3), True, dict(padding=1, groups=2)),
+    Case("tiled_mixed", (1, 16, 64, 33), (16, 16, 3, 2), True, dict(stride=(2, 1), padding=1, dilation=(1, 2))),
+    Case("tiled_batch_5x5", (2, 16, 64, 48), (8, 16, 5, 5), True, dict(padding=(2, 1)), layout="channels_last"),
+]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("case", LARGE_IMAGE_CASES, ids=[c.name for c in LARGE_IMAGE_CASES])
+@pytest.mark.parametrize("impl", [pytest.param(i, marks=pytest.mark.slow) if i == "loop" else i for i in IMPLS])
+def test_large_images(impl, case, dtype):
+    check_case(impl, case, dtype)
+
+
+def test_large_image_cases_exercise_fft_tiling():
+    """Guards the cases above: while `fft` plans overlap-save tiles, some of them must use several
+    tiles per axis (else the tiled code paths go untested)."""
+    from implementations import fft
+    if not hasattr(fft, "_plan"):
+        pytest.skip("fft has no tiling planner (implementations.fft._plan) to inspect")
+    counts = []
+    for case in LARGE_IMAGE_CASES:
+        x, w, b, p, _ = implementations.prepare(torch.empty(case.input), torch.empty(case.weight), None,
+                                                **case.kwargs)
+        plan = fft._plan(x, w, p)
+        counts.append((plan.h.count, plan.w.count))
+    assert any(h > 1 for h, _ in counts) and any(w > 1 for _, w in counts), counts
+
+
 MEDIUM_CASES = [
     Case("resnet_3x3", (2, 32, 28, 28), (32, 32, 3, 3), True, dict(padding=1)),
     Case("resnet_stride2_cl", (2, 32, 28, 28), (64, 32, 3, 3), False, dict(stride=2, padding=1),
