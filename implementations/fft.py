@@ -271,6 +271,19 @@ def _inverse(y: torch.Tensor, plan: _Plan, rows: int, cols: int, untile: bool = 
     return y.contiguous().view(n // (th * tw), g * cg, th * rows, tw * cols)
 
 
+def _bmm(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-frequency matmul. torch.bmm multiplies tiny matrices one at a time, so the degenerate
+    shapes of depthwise convolutions (inner or outer dimensions of 1) are broadcast products:
+    11x faster on a depthwise 3x3 layer."""
+    m, k, p = a.shape[-2], a.shape[-1], b.shape[-1]
+    if k == 1:
+        return torch.mul(a, b, out=out)
+    if m * p <= 2:
+        r = (a.unsqueeze(-1) * b.unsqueeze(-3)).sum(-2)
+        return r if out is None else out.copy_(r)
+    return torch.bmm(a, b, out=out)
+
+
 # ----- the kernel spectrum and its adjoint, a block of H-frequencies at a time ------------------
 # Only a block of rows of K (~4 MiB) exists at any time: the forward builds it block by block
 # next to the matmul that uses it, the backward rebuilds it (a few ms even at k=31) instead of
@@ -362,7 +375,7 @@ class _FFTConv(torch.autograd.Function):
         per_row = bins * g
         for u0, u1 in _row_blocks(plan, xs.shape[1], weight.shape[0]):
             k = _kernel_h(tw, plan, mh, (u0, u1))
-            torch.bmm(x[u0 * per_row:u1 * per_row], k, out=y[u0 * per_row:u1 * per_row])
+            _bmm(x[u0 * per_row:u1 * per_row], k, out=y[u0 * per_row:u1 * per_row])
         del k
         if bias is not None:  # a constant plane is a DC bin: free in the frequency domain
             y[:g] += bias.view(g, 1, -1) * (fh * fw)
@@ -389,9 +402,9 @@ class _FFTConv(torch.autograd.Function):
             r = slice(u0 * per_row, u1 * per_row)
             if need_x:  # grad_input: correlation with the conjugate spectrum, GX = GY K^H
                 k = _kernel_h(tw, plan, mh, (u0, u1))
-                torch.bmm(gspec[r], k.transpose(-1, -2).conj(), out=gxs[r])
+                _bmm(gspec[r], k.transpose(-1, -2).conj(), out=gxs[r])
             if need_w:  # cross-spectrum C = X^T conj(GY), as conj(X^H GY) (a BLAS conj-transpose)
-                cross = torch.bmm(x[r].transpose(-1, -2).conj(), gspec[r]).conj()
+                cross = _bmm(x[r].transpose(-1, -2).conj(), gspec[r]).conj()
                 part = _kernel_grad_h(cross, plan, mh, (u0, u1), weight.shape[1])
                 t = part if t is None else t + part
         gx = _inverse(gxs, plan, ctx.xs_shape[-2], ctx.xs_shape[-1]) if need_x else None
