@@ -7,7 +7,8 @@ the 2-core CPU against F.conv2d (128x128, 16->16 channels, batch 4):
 
 * Stride is a polyphase split: a stride-s convolution becomes a stride-1 one on s² times more
   channels and s² fewer pixels, so only the needed outputs are computed. Dilation and padding
-  only move tap offsets: no dilated zero kernel is built.
+  only move tap offsets: no dilated zero kernel is built, and along an untiled axis no padded
+  copy of the input either (the leading padding wraps onto the transform's zero fill).
 * The kernel spectrum is built from its kh·kw taps with two small DFT matmuls (along W, then
   along H as one real GEMM), never by transforming zero-padded kernel planes; the weight
   gradient is the adjoint of the same two steps.
