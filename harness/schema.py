@@ -71,3 +71,14 @@ def frame(rows) -> "pandas.DataFrame":  # noqa: F821
 
     df = pd.DataFrame(list(rows), columns=list(COLUMNS))
     return df.astype({name: dtype for name, (dtype, _) in COLUMNS.items()})
+
+
+def markdown_table() -> str:
+    """The README's column reference, generated from COLUMNS: `python -m harness.schema`."""
+    lines = ["| column | type | meaning |", "|---|---|---|"]
+    lines += [f"| `{name}` | {dtype} | {meaning} |" for name, (dtype, meaning) in COLUMNS.items()]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(markdown_table())
