@@ -5,6 +5,8 @@
     @implementations.register(name)    make your own function available by name
     implementations.Conv2d(..., impl=) nn.Conv2d drop-in computing with the chosen implementation
     implementations.Unsupported        raise it for inputs you deliberately do not handle
+    implementations.ConvArgumentError  what prepare() raises for arguments F.conv2d rejects (a ValueError
+                                       and a RuntimeError, like F.conv2d's; ConvArgumentTypeError for types)
 """
 from .registry import (ENTRY_POINT_GROUP, UnknownImplementation, Unsupported, get, names, register,
                        unsupported_reason)
