@@ -234,13 +234,13 @@ def run_job(cfg: Config, out_dir: os.PathLike, *, sweep: str = "", job: int = 0,
     tol = tolerance(dtype)
 
     status, message, fn = _job_level_problem(cfg, device)
-    todo = [s for s in shapes if (s.layer, label(s)) not in kept]
-    peak = peak_gflops(str(device), dtype, threads) if status is None and todo else float("nan")
-    measuring = status is None and todo  # only a job that times anything claims the device
+    measuring = status is None and any((s.layer, label(s)) not in kept for s in shapes)
+    peak = peak_gflops(str(device), dtype, threads) if measuring else float("nan")
+    # only a job that times something claims the device
     claim = DeviceClaim(sweep_dir or out, device, allow=cfg.allow_concurrent) if measuring else None
     all_rows: list[dict] = []
     with _torch_settings(cfg, threads), claim or contextlib.nullcontext(), _progress(len(shapes), progress) as bar:
-        task = bar.add_task(f"job {job} {cfg.impl}", total=len(shapes), completed=len(shapes) - len(todo))
+        task = bar.add_task(f"job {job} {cfg.impl}", total=len(shapes), completed=len(kept))
         for s in shapes:
             if (s.layer, label(s)) in kept:
                 all_rows.extend(kept[s.layer, label(s)])
