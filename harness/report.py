@@ -61,7 +61,18 @@ def load_results(sweep_dir: pathlib.Path | str) -> pd.DataFrame:
         df = pd.read_csv(sweep_dir / "results.csv", keep_default_na=False, na_values=[""])
     else:
         raise FileNotFoundError(f"no results.parquet or results.csv in {sweep_dir}")
-    return conform(df)
+    return by_device_name(conform(df))
+
+
+def by_device_name(df: pd.DataFrame) -> pd.DataFrame:
+    """A table merged from several machines has `device` = 'cuda' for an A100 and an H100 alike:
+    name each device by its model too, so every ranking, speedup and plot panel keeps machines
+    apart. A single-machine table is left as it is."""
+    if df.empty or df.groupby("device", dropna=False)["device_name"].nunique().max() <= 1:
+        return df
+    df = df.copy()
+    df["device"] = (df["device"].fillna("?") + " (" + df["device_name"].fillna("unknown") + ")").astype("string")
+    return df
 
 
 # ------------------------------------------------------------------------------- derived figures

@@ -218,3 +218,19 @@ def test_report_of_a_real_smoke_sweep(tmp_path):
         assert_png(p.read_bytes())
     page = (sweep / "report.html").read_text(encoding="utf-8")
     assert "<th>median speedup vs cudnn</th>" in page and "<td>cudnn</td>" in page
+
+
+def test_merged_machines_are_ranked_apart():
+    """Two machines whose device column both read 'cpu' stay separate cases: each has its own
+    cudnn reference and its own winner, and the plots facet by the device's model."""
+    a = fabricate_results().assign(device="cpu", device_name="CPU A")
+    b = fabricate_results().assign(device="cpu", device_name="CPU B", time_median_s=lambda d: d["time_median_s"] * 3)
+    merged = report.by_device_name(pd.concat([a, b], ignore_index=True))
+    assert set(merged["device"]) == {"cpu (CPU A)", "cpu (CPU B)"}
+    t = report.enrich(merged)
+    ok_cudnn = t[(t["impl"] == "cudnn") & (t["status"] == "ok")]
+    assert (ok_cudnn["speedup"] - 1).abs().max() < 1e-12  # each machine against its own cudnn
+    wins = t[t["winner"]].groupby(["shape", "dtype", "pass"])["device"].nunique()
+    assert (wins == 2).all()
+    single = fabricate_results()
+    assert report.by_device_name(single)["device"].equals(single["device"])
