@@ -20,7 +20,7 @@ def test_defaults(compose):
     assert set(cfg.hydra.sweeper.params.impl.split(",")) == {"loop", "unfold", "fft", "cudnn"}
     conf = _conf(compose)
     assert isinstance(conf, Config)
-    assert conf.dtype == DType.float32 and conf.device == "cpu" and not conf.allow_tf32
+    assert conf.dtype == DType.float32 and conf.device == "auto" and not conf.allow_tf32
     assert conf.passes == [Pass.forward, Pass.backward]
     assert len({label(s) for s in conf.suite.shapes}) >= 30  # make bench's distinct shapes
 
