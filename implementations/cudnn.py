@@ -1,19 +1,38 @@
 """`cudnn`: the vendor path, `F.conv2d` itself (cuDNN on CUDA, oneDNN or native kernels on CPU).
 The reference point for every speedup. It still goes through the shared argument checks, so every
-built-in rejects bad input with the same message."""
+built-in rejects bad input with the same message.
+
+One exception, declared rather than run: float16/bfloat16 on the CPU while oneDNN is enabled. In
+torch 2.13 on an AMX/AVX512-BF16 Xeon, oneDNN's half-precision convolutions return wrong values
+(grouped, strided, one output column: relative error ~0.75) or kill the process with SIGSEGV
+(1x1 kernel, groups 3, stride (1, 3), dilation (2, 3)) for some shapes, cf. pytorch/pytorch#163347.
+A crash would take a whole sweep down, so these report 'unsupported'; with
+`torch.backends.mkldnn.enabled = False` PyTorch's native kernels run them, correctly."""
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
 from .params import prepare
-from .registry import register
+from .registry import Unsupported, register
 
 
-@register("cudnn")
+def _unsupported(device_type: str, dtype: torch.dtype) -> str | None:
+    if device_type == "cpu" and dtype in (torch.float16, torch.bfloat16) and torch.backends.mkldnn.enabled \
+            and torch.backends.mkldnn.is_available():
+        return (f"oneDNN's {dtype} CPU convolutions crash or return wrong values for some shapes in this "
+                "PyTorch build (see implementations/cudnn.py); set torch.backends.mkldnn.enabled = False "
+                "to use PyTorch's native kernels")
+    return None
+
+
+@register("cudnn", unsupported=_unsupported)
 def conv2d_cudnn(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
                  stride=1, padding=0, dilation=1, groups: int = 1) -> torch.Tensor:
     x, weight, bias, p, unbatched = prepare(input, weight, bias, stride, padding, dilation, groups)
+    reason = _unsupported(x.device.type, x.dtype)
+    if reason:
+        raise Unsupported(reason)
     top, bottom, left, right = p.padding
     if top == bottom and left == right:
         out = F.conv2d(x, weight, bias, p.stride, (top, left), p.dilation, p.groups)

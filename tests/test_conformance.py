@@ -503,6 +503,30 @@ def test_prepare_resolves_same_padding_like_pytorch():
                                                msg=lambda m: f"k=({kh},{kw}) d=({dh},{dw}): {m}")
 
 
+# Shapes where oneDNN's half-precision CPU convolutions go wrong (torch 2.13, AMX Xeon): wrong
+# values, and a SIGSEGV. `cudnn` declares CPU float16/bfloat16 unsupported while oneDNN is on.
+ONEDNN_HALF_BUGS = [
+    Case("onednn_wrong_values", (1, 4, 4, 2), (2, 2, 2, 2), False, dict(stride=(1, 2), padding=(1, 0), groups=2)),
+    Case("onednn_segfault", (3, 6, 7, 1), (9, 2, 1, 1), False, dict(stride=(1, 3), padding=2, dilation=(2, 3),
+                                                                      groups=3), layout="channels_last"),
+]
+
+
+@pytest.mark.filterwarnings("ignore:TF32 acceleration on top of oneDNN")
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["float16", "bfloat16"])
+@pytest.mark.parametrize("case", ONEDNN_HALF_BUGS, ids=[c.name for c in ONEDNN_HALF_BUGS])
+def test_cudnn_half_on_cpu_without_onednn(case, dtype):
+    """With oneDNN off, `cudnn` runs CPU half precision through PyTorch's native kernels, correctly,
+    on the very shapes oneDNN gets wrong; with it on, it refuses instead of crashing."""
+    fn = implementations.get("cudnn")
+    if torch.backends.mkldnn.is_available():
+        assert implementations.unsupported_reason(fn, "cpu", dtype) is not None
+        check_unsupported("cudnn", case, dtype)
+    with torch.backends.mkldnn.flags(enabled=False):
+        assert implementations.unsupported_reason(fn, "cpu", dtype) is None
+        check_case("cudnn", case, dtype)
+
+
 # ----------------------------------------------------------------------------------------------
 # The checks themselves: deliberately wrong implementations must fail them
 
@@ -561,7 +585,7 @@ def test_checks_catch_wrong_implementations(wrong, case, dtype, monkeypatch):
 
 
 @st.composite
-def conv_configs(draw):
+def conv_configs(draw, dtypes=(torch.float64, torch.float32)):
     """A valid conv2d configuration (every drawn combination is one F.conv2d accepts)."""
     groups = draw(st.sampled_from([1, 1, 2, 3]))
     c_in = groups * draw(st.integers(1, 3))
@@ -582,7 +606,7 @@ def conv_configs(draw):
     h, w = draw(st.integers(min_h, min_h + 6)), draw(st.integers(min_w, min_w + 6))
     n = draw(st.integers(0, 3))  # 0 means unbatched (3-D input)
     bias = draw(st.booleans())
-    dtype = draw(st.sampled_from([torch.float64, torch.float32]))
+    dtype = draw(st.sampled_from(dtypes))
     layout = draw(st.sampled_from(["contiguous", "contiguous", "channels_last", "transposed", "sliced"]))
     if n == 0 and layout == "channels_last":
         layout = "contiguous"
@@ -598,8 +622,9 @@ def _fuzz(impl: str, config) -> None:
     case, dtype, seed = config
     fn = implementations.get(impl)
     if implementations.unsupported_reason(fn, "cpu", dtype) is not None:
-        return
-    check_case(impl, case, dtype, seed=seed)
+        check_unsupported(impl, case, dtype)
+    else:
+        check_case(impl, case, dtype, seed=seed)
 
 
 FUZZ = dict(derandomize=True, deadline=None, database=None, print_blob=True,
@@ -616,7 +641,7 @@ def test_fuzz(impl, config):
 @pytest.mark.slow
 @pytest.mark.parametrize("impl", IMPLS)
 @settings(max_examples=500, **FUZZ)
-@given(config=conv_configs())
+@given(config=conv_configs(dtypes=DTYPES))
 def test_fuzz_long(impl, config):
     _fuzz(impl, config)
 
