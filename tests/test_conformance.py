@@ -403,7 +403,8 @@ def test_batch_is_images_side_by_side(impl, monkeypatch):
 
 
 # Larger images: big enough that `fft` splits them into overlap-save tiles (several tiles per axis,
-# strided, dilated, grouped, asymmetric 'same'), still quick for every method but `loop`.
+# strided, dilated, grouped, asymmetric 'same'), still quick for every method but `loop`, whose
+# code has no size-dependent paths and which `test_medium_shapes` runs on cropped images.
 LARGE_IMAGE_CASES = [
     Case("tiled_rows", (1, 4, 96, 96), (4, 4, 3, 3), True, dict(padding=1)),
     Case("tiled_both_dilated", (1, 16, 64, 64), (16, 16, 3, 3), False, dict(padding=2, dilation=2)),
@@ -417,7 +418,7 @@ LARGE_IMAGE_CASES = [
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
 @pytest.mark.parametrize("case", LARGE_IMAGE_CASES, ids=[c.name for c in LARGE_IMAGE_CASES])
-@pytest.mark.parametrize("impl", [pytest.param(i, marks=pytest.mark.slow) if i == "loop" else i for i in IMPLS])
+@pytest.mark.parametrize("impl", [i for i in IMPLS if i != "loop"])  # loop: a minute each; see test_medium_shapes
 def test_large_images(impl, case, dtype):
     check_case(impl, case, dtype)
 
