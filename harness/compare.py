@@ -186,7 +186,7 @@ def write(c: pd.DataFrame, out: pathlib.Path, threshold: float, alpha: float, ol
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / "compare.csv", out / "compare.md"]
     c.to_csv(paths[0], index=False)
-    md = [f"# convbench compare", "", f"- old: `{old_dir}`", f"- new: `{new_dir}`",
+    md = ["# convbench compare", "", f"- old: `{old_dir}`", f"- new: `{new_dir}`",
           f"- flagged when new/old passes {threshold:g} (or 1/{threshold:g}) and Mann-Whitney U p < {alpha:g}",
           f"- {summary_line(c)}"] + [f"- **warning**: {w}" for w in caveats(c)] + [""]
     if (out / "compare.png").exists():

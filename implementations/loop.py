@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch.autograd.function import once_differentiable
 
+from .autograd import with_backward
 from .params import ConvParams, prepare
 from .registry import register
 
@@ -85,29 +85,11 @@ def _backward(grad_out, x, weight, p: ConvParams, need_x: bool, need_w: bool):
     return gx, (gw.view(weight.shape) if need_w else None)
 
 
-class _LoopConv(torch.autograd.Function):
-    """The position loop forward, the same loop backward (first-order gradients)."""
-
-    @staticmethod
-    def forward(ctx, x, weight, bias, p):
-        ctx.p = p
-        ctx.has_bias = bias is not None
-        ctx.save_for_backward(x, weight)
-        return _forward(x, weight, bias, p)
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_out):
-        x, weight = ctx.saved_tensors
-        need_x, need_w, need_b = ctx.needs_input_grad[:3]
-        gx, gw = _backward(grad_out, x, weight, ctx.p, need_x, need_w)
-        gb = grad_out.sum((0, 2, 3)) if need_b and ctx.has_bias else None
-        return gx, gw, gb, None
+_conv = with_backward(_forward, _backward, "LoopConv")
 
 
 @register("loop")
 def conv2d_loop(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     x, weight, bias, p, unbatched = prepare(input, weight, bias, stride, padding, dilation, groups)
-    needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias))
-    out = _LoopConv.apply(x, weight, bias, p) if needs_grad else _forward(x, weight, bias, p)
+    out = _conv(x, weight, bias, p)
     return out.squeeze(0) if unbatched else out

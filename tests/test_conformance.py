@@ -6,11 +6,9 @@ with the dtype's epsilon and the length of the sum behind each output element.
 """
 from __future__ import annotations
 
-import inspect
 import math
 import warnings
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pytest
 import torch
@@ -20,17 +18,9 @@ from hypothesis import strategies as st
 
 import implementations
 
-def _defined_in_tests(name: str) -> bool:
-    """Implementations the test suite itself registers (tests/plugins' deliberately broken ones,
-    imported by other test modules) are not under test here: some of them hang on purpose."""
-    try:
-        source = inspect.getsourcefile(implementations.get(name)) or ""
-    except TypeError:
-        return False
-    return Path(source).resolve().is_relative_to(Path(__file__).resolve().parent)
 
 
-IMPLS = [name for name in implementations.names() if not _defined_in_tests(name)]
+IMPLS = implementations.names()
 BUILTINS = ("cudnn", "fft", "loop", "unfold")
 DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 # Relative-norm tolerance floors per dtype; `tolerance` raises them for long reductions.

@@ -3,8 +3,6 @@ names the problem, and an exception type that catches like F.conv2d's (RuntimeEr
 Python's own argument errors (ValueError/TypeError)."""
 from __future__ import annotations
 
-import inspect
-from pathlib import Path
 
 import pytest
 import torch
@@ -12,17 +10,9 @@ import torch.nn.functional as F
 
 import implementations
 
-def _defined_in_tests(name: str) -> bool:
-    """Implementations the test suite itself registers (tests/plugins' deliberately broken ones,
-    imported by other test modules) are not under test here: some of them hang on purpose."""
-    try:
-        source = inspect.getsourcefile(implementations.get(name)) or ""
-    except TypeError:
-        return False
-    return Path(source).resolve().is_relative_to(Path(__file__).resolve().parent)
 
 
-IMPLS = [name for name in implementations.names() if not _defined_in_tests(name)]
+IMPLS = implementations.names()
 
 
 def t(*shape, dtype=torch.float32, device="cpu"):

@@ -23,8 +23,22 @@ from harness.timing import CaseTimeout, deadline, time_call
 
 from conftest import PLUGINS
 
-sys.path.insert(0, str(PLUGINS))
-import broken_convs  # noqa: E402,F401  (registers broken_*)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def broken_plugins():
+    """Register tests/plugins' broken_* for this module only: left registered, a test elsewhere that
+    loops over implementations.names() would meet broken_hangs and hang."""
+    from implementations import registry
+    sys.path.insert(0, str(PLUGINS))
+    try:
+        import broken_convs
+        yield broken_convs
+    finally:
+        sys.path.remove(str(PLUGINS))
+        sys.modules.pop("broken_convs", None)
+        for name in [n for n in registry._registry if n.startswith("broken_")]:
+            del registry._registry[name]
 
 SMOKE = Suite(name="smoke", shapes=[
     Shape(layer="plain", n=2, c_in=3, h=8, w=8, c_out=4, kernel=3, padding=1),

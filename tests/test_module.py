@@ -3,9 +3,7 @@ nn.Conv2d state dict and gives the same output and gradients, and trains the sam
 from __future__ import annotations
 
 import copy
-import inspect
 import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -13,17 +11,9 @@ from torch import nn
 
 import implementations
 
-def _defined_in_tests(name: str) -> bool:
-    """Implementations the test suite itself registers (tests/plugins' deliberately broken ones,
-    imported by other test modules) are not under test here: some of them hang on purpose."""
-    try:
-        source = inspect.getsourcefile(implementations.get(name)) or ""
-    except TypeError:
-        return False
-    return Path(source).resolve().is_relative_to(Path(__file__).resolve().parent)
 
 
-IMPLS = [name for name in implementations.names() if not _defined_in_tests(name)]
+IMPLS = implementations.names()
 
 # nn.Conv2d constructor arguments: (in, out, kernel, kwargs)
 CONFIGS = [
