@@ -8,10 +8,10 @@ for every implementation, CPU included (profiler memory events, via `harness.mem
 It is a report, not a test: it prints one table and exits 0 whether targets are met or not.
 The unfold targets are judged on the median ratio over the unique ResNet-50 layers (3x3 and 1x1
 separately, forward and backward); every layer's own ratio is printed too, with the worst one.
-One thread by default: on the 2-core development machine one thread already reaches the matmul
-peak (2048^2 float32: 219 GFLOP/s on 1 thread, 187 on 2, measured back to back), and with 2
-OpenMP threads on cores shared with other jobs every parallel region waits for a descheduled
-thread, which distorts small calls most (the loop case ran ~10x slower) and doubles the run time.
+One thread by default, as torch.utils.benchmark.Timer does: with OpenMP threads on cores
+shared with other work every parallel region waits for a descheduled thread, which distorts
+small calls most. On a dedicated machine use `--threads N` for the whole machine; the targets
+are ratios and were met both ways here (2-core CPU, quiet: 1 and 2 threads).
 
     python -m harness.perf [--batch 8] [--threads 1] [--rounds 3] [--min-run-time 0.2] [--device cpu]
                            [--channels-last] [--quick] [--only 3x3]
