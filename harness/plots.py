@@ -301,7 +301,7 @@ def correctness(df: pd.DataFrame):
 
 
 # ------------------------------------------------------------------------------- 5. the crossover
-FAMILY = ["device", "dtype", "pass", "n", "c_in", "h", "w", "c_out", "stride", "dilation", "groups"]
+FAMILY = ["device", "dtype", "pass", "n", "c_in", "h", "w", "c_out", "stride", "dilation", "groups", "bias"]
 
 
 def kernel_families(df: pd.DataFrame, min_sizes: int = 3) -> pd.DataFrame:

@@ -88,6 +88,9 @@ def test_kernel_families_only_where_only_the_kernel_varies(table):
     fam = plots.kernel_families(table)
     assert set(fam["layer"]) == {"k3", "k7", "k15", "k31"}
     assert plots.kernel_families(table[table["suite"] != "kernels"]).empty  # resnet layers differ in more
+    twin = table[table["layer"] == "k3"].assign(layer="k3_nobias", bias=False)  # same kernel, no bias
+    fam = plots.kernel_families(pd.concat([table, twin], ignore_index=True))
+    assert "k3_nobias" not in set(fam["layer"]), "a bias-less twin is another problem, not another kernel size"
 
 
 def test_plots_without_data_are_left_out(table):
