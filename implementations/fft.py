@@ -413,12 +413,31 @@ class _FFTConv(torch.autograd.Function):
         return gx, gw, gb, None
 
 
+def _single_tap_strides(x: torch.Tensor, p: ConvParams) -> tuple[torch.Tensor, ConvParams]:
+    """Along an axis with a one-tap kernel (1x1 convs) and stride s, each output reads one input row
+    in s. Take those rows first: the polyphase split would otherwise carry s-1 phases that no tap
+    reads, multiplying the channel contraction and the kernel spectrum by s per axis."""
+    stride, padding = list(p.stride), list(p.padding)
+    out = p.output_size(x.shape[-2], x.shape[-1])
+    for axis in (0, 1):
+        if p.kernel[axis] != 1 or p.stride[axis] == 1:
+            continue
+        before, after = padding[2 * axis:2 * axis + 2]
+        if before or after:
+            x = F.pad(x, (0, 0, before, after) if axis == 0 else (before, after, 0, 0))
+        rows = slice(0, (out[axis] - 1) * stride[axis] + 1, stride[axis])
+        x = x[:, :, rows] if axis == 0 else x[:, :, :, rows]
+        stride[axis], padding[2 * axis:2 * axis + 2] = 1, (0, 0)
+    return x, replace(p, stride=tuple(stride), padding=tuple(padding))
+
+
 @register("fft", unsupported=_unsupported)
 def conv2d_fft(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     x, weight, bias, p, unbatched = prepare(input, weight, bias, stride, padding, dilation, groups)
     reason = _unsupported(x.device.type, x.dtype)
     if reason:
         raise Unsupported(reason)
+    x, p = _single_tap_strides(x, p)
     plan = _plan(x, weight, p)
     y = _FFTConv.apply(_tiles(_phases(x, plan), plan), weight, bias, plan)
     if y.shape[-2:] != (plan.h.out, plan.w.out):  # the last tiles may overhang

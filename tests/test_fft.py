@@ -242,3 +242,23 @@ def test_cuda_matches_reference(name):
     out = conv_fft(x, w, b, **kw)
     assert out.device.type == "cuda"
     torch.testing.assert_close(out, F.conv2d(x, w, b, **kw), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("stride, padding", [(2, 0), ((2, 1), (1, 0)), ((1, 3), 2), (3, 1)])
+def test_strided_one_tap_axes_carry_no_idle_phases(stride, padding):
+    """A 1x1 stride-2 conv (ResNet's downsample) reads one pixel in four: the input is subsampled
+    first, so the plan has one phase instead of four, and values and gradients stay exact."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 6, 11, 9, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(4, 6, 1, 1, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(4, dtype=torch.float64, requires_grad=True)
+    xs, p = fftmod._single_tap_strides(x.detach(), implementations.prepare(x, w, b, stride, padding)[3])
+    assert fftmod._plan(xs, w, p).phases == 1
+    out = implementations.get("fft")(x, w, b, stride, padding)
+    ref = F.conv2d(x, w, b, stride, padding)
+    torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-10)
+    g = torch.randn_like(ref)
+    got = torch.autograd.grad(out, (x, w, b), g)
+    want = torch.autograd.grad(ref, (x, w, b), g)
+    for a, e in zip(got, want):
+        torch.testing.assert_close(a, e, rtol=1e-10, atol=1e-10)
