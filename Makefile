@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e ".[dev]"
 	touch $@
 
-setup: $(STAMP) ## Create .venv with torch ($(TORCH)) and convbench (runs once)
+setup: $(STAMP) ## Create .venv once: torch (TORCH=... picks the build, default torch==2.13.0), then convbench
 
 bench: $(STAMP) ## Run the default sweep; prints where the table and report are (ARGS= for overrides)
 	$(PY) -m harness -m $(ARGS)
@@ -38,13 +38,13 @@ report: $(STAMP) ## Rebuild the report of a sweep: make report DIR=results/lates
 compare: $(STAMP) ## Compare two sweeps: make compare OLD=dir NEW=dir
 	$(PY) -m harness.compare $(OLD) $(NEW) $(ARGS)
 
-test: $(STAMP) ## Run the quick tests (a few minutes on 2 cores)
+test: $(STAMP) ## Run the quick tests (about 30 s on 2 cores once set up)
 	$(PY) -m pytest -q -m "not slow" $(ARGS)
 
 test-slow: $(STAMP) ## Run only the slow tests
 	$(PY) -m pytest -q -m slow $(ARGS)
 
-test-all: $(STAMP) ## Run every test, slow ones included (what CI runs)
+test-all: $(STAMP) ## Run every test, slow ones included (CI runs test + test-slow)
 	$(PY) -m pytest -q $(ARGS)
 
 clean: ## Remove the virtual environment and caches (results are kept)
