@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from .cases import Case
+from .devices import same_device
 
 # About 800 eps for float32 / float64 (reductions over millions of terms), about 10 eps for the
 # 16-bit types, whose eps is already coarse.
@@ -65,7 +66,7 @@ def _compare_one(name: str, got, ref: torch.Tensor, dtype: torch.dtype, device: 
         return float("inf"), float("nan"), f"{name}: shape {tuple(got.shape)}, expected {tuple(ref.shape)}"
     if got.dtype != dtype:
         return float("inf"), float("nan"), f"{name}: dtype {got.dtype}, expected {dtype}"
-    if got.device != device:
+    if not same_device(got.device, device):
         return float("inf"), float("nan"), f"{name}: on {got.device}, expected {device}"
     g = got.detach().to(ref.device, torch.float64)
     finite = torch.isfinite(g)

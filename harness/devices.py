@@ -7,10 +7,24 @@ import torch
 
 
 def resolve(name: str) -> torch.device:
-    """'auto' means CUDA when present, else CPU; everything else is taken as written."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    """'auto' means CUDA when present, else CPU. A bare 'cuda' gets the current device's index:
+    tensors report `cuda:0`, and torch.device('cuda') != torch.device('cuda:0'), so a result check
+    against the bare name would call every CUDA result "on the wrong device"."""
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else torch.device(name)
+    if device.type == "cuda" and device.index is None and torch.cuda.is_available():
+        device = torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
+def same_device(a: torch.device, b: torch.device) -> bool:
+    """Equal devices, where an index left out means the current one ('cuda' is 'cuda:0' then)."""
+    a, b = torch.device(a), torch.device(b)
+    if a.type != b.type:
+        return False
+    if a.type == "cuda" and (a.index is None or b.index is None) and torch.cuda.is_available():
+        current = torch.cuda.current_device()
+        return (a.index if a.index is not None else current) == (b.index if b.index is not None else current)
+    return a.index == b.index or a.index is None or b.index is None
 
 
 def absent_reason(device: torch.device) -> Optional[str]:
