@@ -19,12 +19,10 @@ import warnings
 
 import pandas as pd
 
-from harness.schema import COLUMNS
+from harness.schema import COLUMNS, FAILURES, NOT_RUN
 
 CASE = ["shape", "device", "dtype", "pass"]  # one problem, as every implementation sees it
 KEY = ["impl", *CASE]  # one row of the table
-FAILURES = ("incorrect", "error", "timeout")  # ran and went wrong
-NOT_RUN = ("unsupported", "skipped")  # deliberately not run: not a failure
 REFERENCE = "cudnn"
 
 

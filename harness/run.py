@@ -31,10 +31,9 @@ from .concurrency import DeviceClaim
 from .config import Config, Shape, import_plugins, to_config
 from .devices import absent_reason, resolve
 from .env import environment
+from .jobfolder import COMPLETE, ENV_FILE, JOB_TABLE, ROWS_FILE, append_rows, write_atomic
 from .peak import peak_gflops
 from .timing import CaseTimeout, deadline, time_call
-
-from .jobfolder import COMPLETE, ENV_FILE, JOB_TABLE, ROWS_FILE, append_rows, write_atomic  # noqa: F401
 
 
 def _fmt_pair(p) -> str:

@@ -7,6 +7,8 @@ generated from `COLUMNS`, so the two cannot drift apart.
 from __future__ import annotations
 
 STATUSES = ("ok", "incorrect", "error", "timeout", "unsupported", "skipped")
+FAILURES = ("incorrect", "error", "timeout")  # ran and went wrong
+NOT_RUN = ("unsupported", "skipped")  # deliberately not run: not a failure
 PASSES = ("forward", "backward")
 
 # name -> (pandas dtype, meaning)

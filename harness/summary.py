@@ -6,7 +6,8 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
-FAILURES = ("incorrect", "error", "timeout")
+from .schema import FAILURES
+
 GROUP = ["suite", "layer", "shape", "device", "dtype"]
 
 
