@@ -23,9 +23,11 @@ import statistics
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Optional
 
 import torch
+from omegaconf import OmegaConf
 from rich.console import Console
 from rich.table import Table
 from torch.utils.benchmark import Timer
@@ -34,14 +36,17 @@ import implementations
 
 from .memory import peak_bytes
 
-# torchvision ResNet-50 (v1.5) at 224x224, unique layers: (c_in, c_out, k, stride, pad, h_in).
-# Source: /work/shared/reference-shapes.md (from torchvision's model definition).
-RESNET50_3X3 = [(64, 64, 3, 1, 1, 56), (128, 128, 3, 2, 1, 56), (128, 128, 3, 1, 1, 28), (256, 256, 3, 2, 1, 28),
-                (256, 256, 3, 1, 1, 14), (512, 512, 3, 2, 1, 14), (512, 512, 3, 1, 1, 7)]
-RESNET50_1X1 = [(64, 64, 1, 1, 0, 56), (64, 256, 1, 1, 0, 56), (256, 64, 1, 1, 0, 56), (256, 128, 1, 1, 0, 56),
-                (256, 512, 1, 2, 0, 56), (128, 512, 1, 1, 0, 28), (512, 128, 1, 1, 0, 28), (512, 256, 1, 1, 0, 28),
-                (512, 1024, 1, 2, 0, 28), (256, 1024, 1, 1, 0, 14), (1024, 256, 1, 1, 0, 14),
-                (1024, 512, 1, 1, 0, 14), (1024, 2048, 1, 2, 0, 14), (512, 2048, 1, 1, 0, 7), (2048, 512, 1, 1, 0, 7)]
+RESNET50_SUITE = Path(__file__).resolve().parent.parent / "conf" / "suite" / "resnet50.yaml"
+
+
+def resnet50_layers(kernel: int) -> list[tuple[int, int, int, int, int, int]]:
+    """(c_in, c_out, k, stride, pad, h_in) of the `resnet50` suite's k x k layers: the same shapes a
+    `suite=resnet50` sweep measures, read from its config rather than copied."""
+    shapes = OmegaConf.load(RESNET50_SUITE).shapes
+    return [(x.c_in, x.c_out, x.kernel, x.get("stride", 1), x.get("padding", 0), x.h)
+            for x in shapes if x.kernel == kernel]
+
+
 # Issue #6's FFT cases: 128x128 images, 16->16 channels, batch 4, padding k//2.
 FFT_KERNELS = {3: 10.0, 15: 1.0, 31: 0.2}  # kernel -> largest allowed time ratio to cudnn
 
@@ -98,7 +103,7 @@ class Row:
 def cases(batch: int, quick: bool) -> list[Case]:
     out = []
     fwd_bwd = {"forward": None, "backward": 2.5}
-    for layers, group, fwd in ((RESNET50_3X3, "resnet50 3x3", None), (RESNET50_1X1, "resnet50 1x1", 1.3)):
+    for layers, group, fwd in ((resnet50_layers(3), "resnet50 3x3", None), (resnet50_layers(1), "resnet50 1x1", 1.3)):
         for c_in, c_out, k, s, p, h in (layers[::3] if quick else layers):
             out.append(Case(group, f"{c_in}->{c_out} k{k} s{s} {h}x{h}", "unfold", batch, c_in, c_out, k, s, p, h,
                             {**fwd_bwd, "forward": fwd}))
