@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from . import schema
-from .jobfolder import COMPLETE, JOB_TABLE, ROWS_FILE, read_rows, write_atomic
+from .jobfolder import JOB_TABLE, ROWS_FILE, finished_table, read_rows, write_atomic
 
 KEY = ["job", "impl", "suite", "layer", "shape", "device", "dtype", "pass"]
 MERGE_KEY = ["sweep", "host", "device_name", *KEY]  # one row across machines
@@ -33,9 +33,8 @@ def job_dirs(sweep_dir: Path) -> list[Path]:
 
 def read_job(job_dir: Path) -> pd.DataFrame:
     """The job's final table when it completed, else whatever rows it appended."""
-    if (job_dir / COMPLETE).exists() and (job_dir / JOB_TABLE).exists():
-        return pd.read_parquet(job_dir / JOB_TABLE)
-    return schema.frame(read_rows(job_dir / ROWS_FILE))
+    table = finished_table(job_dir)
+    return table if table is not None else schema.frame(read_rows(job_dir / ROWS_FILE))
 
 
 def _write(df: pd.DataFrame, out: Path) -> None:

@@ -77,6 +77,13 @@ def write_atomic(df: pd.DataFrame, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def finished_table(out: Path) -> Optional[pd.DataFrame]:
+    """The job's final table if it completed (COMPLETE written after job.parquet), else None."""
+    if (out / COMPLETE).exists() and (out / JOB_TABLE).exists():
+        return pd.read_parquet(out / JOB_TABLE)
+    return None
+
+
 def start(out: Path, fp: dict, resume: bool, passes: list[str]) -> tuple[Optional[pd.DataFrame], dict]:
     """Prepare the folder for a run of the job `fp`.
 
@@ -89,8 +96,8 @@ def start(out: Path, fp: dict, resume: bool, passes: list[str]) -> tuple[Optiona
     same = resume and saved == fp
     if resume and saved is not None and not same:
         log.warning("resume: %s holds a job with a different config; running this job again from scratch", out)
-    if same and (out / COMPLETE).exists() and (out / JOB_TABLE).exists():
-        return pd.read_parquet(out / JOB_TABLE), {}
+    if same and (table := finished_table(out)) is not None:
+        return table, {}
     kept: dict[tuple, list[dict]] = {}
     if same:
         for row in read_rows(rows_path):
