@@ -36,7 +36,7 @@ report: $(STAMP) ## Rebuild the report of a sweep: make report DIR=results/lates
 	$(PY) -m harness.report $(or $(DIR),results/latest)
 
 compare: $(STAMP) ## Compare two sweeps: make compare OLD=dir NEW=dir
-	$(PY) -m harness.compare $(OLD) $(NEW) $(ARGS)
+	$(PY) -m harness.report.compare $(OLD) $(NEW) $(ARGS)
 
 test: $(STAMP) ## Run the quick tests (about 30 s on 2 cores once set up)
 	$(PY) -m pytest -q -m "not slow" $(ARGS)

@@ -41,11 +41,11 @@ def app(cfg: DictConfig) -> int:
     except ValueError as exc:      # UnknownImplementation is a ValueError: its message lists the names
         sys.exit(f"convbench: {exc}")
     sweep_dir = Path(hc.sweep.dir) if multirun else out_dir
-    from .run import run_job
+    from .measure.job import run_job
     run_job(conf, out_dir, sweep=_sweep_name(sweep_dir), job=hc.job.num if multirun else 0, sweep_dir=sweep_dir)
     if multirun:
         return 0
-    from .callbacks import finish
+    from .finish import finish
     code = finish(out_dir, conf.results_link, conf.strict)
     if code:
         sys.exit(code)

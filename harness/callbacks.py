@@ -1,80 +1,18 @@
-"""End of a sweep: aggregate the jobs, point `results/latest` at the sweep, build the report, print
-the summary. The table is written first and nothing after it can lose it: a report failure is
-printed, not raised.
-
-`ConvbenchCallback.on_multirun_start` also checks every swept `impl` and `device` value before the
+"""Hydra's hooks around a sweep. `on_multirun_end` hands over to `harness.finish` (aggregate, link,
+report, summary). `on_multirun_start` checks every swept `impl` and `device` value before the
 first job, so a typo fails the sweep at once instead of after hours of other jobs."""
 from __future__ import annotations
 
-import os
 import sys
-import traceback
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Any, Iterable
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
-from rich.console import Console
 
-from .aggregate import aggregate
-from .summary import summarize
-
-STRICT_FAILURES = ("incorrect", "error")
-
-
-def point_link(link: Path, target: Path) -> None:
-    """Atomically (re)point the symlink `link` at `target` (relative, so the tree can move)."""
-    link.parent.mkdir(parents=True, exist_ok=True)
-    if link.exists() and not link.is_symlink():
-        print(f"convbench: {link} exists and is not a symlink; not updating it")
-        return
-    tmp = link.with_name(f".{link.name}.tmp")
-    tmp.unlink(missing_ok=True)
-    os.symlink(os.path.relpath(target.resolve(), link.parent.resolve()), tmp)
-    os.replace(tmp, link)
-
-
-def build_report(sweep_dir: Path) -> Optional[Any]:
-    """harness.report.write_report(sweep_dir), tolerating its absence and printing its failures."""
-    try:
-        from harness.report import write_report
-    except ImportError as exc:
-        print(f"convbench: no report ({exc})")
-        return None
-    try:
-        return write_report(sweep_dir)
-    except Exception:  # the table is already written; say what broke and go on
-        print("convbench: building the report failed (the table is intact):")
-        traceback.print_exc()
-        return None
-
-
-def finish(sweep_dir: Path, results_link: Optional[str] = "results/latest", strict: bool = False) -> int:
-    """Aggregate, link, report, summarise. Returns the exit status: 1 when `strict` and any row is
-    incorrect or error, else 0."""
-    sweep_dir = Path(sweep_dir)
-    df = aggregate(sweep_dir)
-    if results_link:
-        try:
-            point_link(Path(results_link), sweep_dir)
-        except OSError as exc:
-            print(f"convbench: could not point {results_link} at {sweep_dir}: {exc}")
-    report = build_report(sweep_dir)
-    console = Console()
-    if len(df):
-        summarize(df, console)
-    # plain print: paths must not be wrapped by rich, so they can be copied
-    print(f"table:  {sweep_dir / 'results.parquet'}  ({len(df)} rows; also results.csv)")
-    if report is not None:
-        print(f"report: {report}")
-    if results_link:
-        print(f"latest: {results_link} -> {sweep_dir}")
-    bad = df[df["status"].isin(STRICT_FAILURES)]
-    if strict and len(bad):
-        console.print(f"[bold red]strict: {len(bad)} incorrect/error rows[/]")
-        return 1
-    return 0
+from .config import check_device, check_impl, import_plugins
+from .finish import finish
 
 
 def _swept_values(overrides: Iterable[str], key: str) -> list:
@@ -89,14 +27,12 @@ def _swept_values(overrides: Iterable[str], key: str) -> list:
 
 def check_sweep(config: DictConfig) -> None:
     """Fail before any job if a swept impl, device or plugin is invalid (messages list the options)."""
-    from .config import _DEVICE_RE, DEVICES, check_impl, import_plugins
     overrides = [f"{k}={v}" for k, v in (config.hydra.sweeper.get("params") or {}).items()]
     overrides += list(config.hydra.overrides.task)
     for plugins in _swept_values(overrides, "plugins") or [config.get("plugins") or []]:
         import_plugins(list(plugins) if not isinstance(plugins, str) else [plugins])
     for device in _swept_values(overrides, "device"):
-        if not _DEVICE_RE.match(str(device)):
-            raise ValueError(f"device={device!r} is not valid; use one of: {', '.join(DEVICES)}")
+        check_device(str(device))
     for impl in _swept_values(overrides, "impl") or [config.impl]:
         check_impl(str(impl))
 

@@ -3,7 +3,7 @@
 Every implementation is timed against `cudnn` on the same tensors in the same process, the two
 interleaved round by round (the machine is shared, so a slow spell hits both); the ratio reported
 is the median of the per-round ratios. Peak memory above what was live before the call is measured
-for every implementation, CPU included (profiler memory events, via `harness.memory`).
+for every implementation, CPU included (profiler memory events, via `harness.measure.memory`).
 
 It is a report, not a test: it prints one table and exits 0 whether targets are met or not.
 The unfold targets are judged on the median ratio over the unique ResNet-50 layers (3x3 and 1x1
@@ -34,7 +34,7 @@ from torch.utils.benchmark import Timer
 
 import implementations
 
-from .memory import peak_bytes
+from .measure.memory import peak_bytes
 
 RESNET50_SUITE = Path(__file__).resolve().parent.parent / "conf" / "suite" / "resnet50.yaml"
 
@@ -52,7 +52,7 @@ FFT_KERNELS = {3: 10.0, 15: 1.0, 31: 0.2}  # kernel -> largest allowed time rati
 
 
 @dataclass
-class Case:
+class PerfCase:
     group: str  # rows sharing a target that is judged on their median ratio
     label: str
     impl: str
@@ -88,7 +88,7 @@ class Case:
 
 @dataclass
 class Row:
-    case: Case
+    case: PerfCase
     pass_: str
     impl_s: float
     cudnn_s: float
@@ -100,22 +100,22 @@ class Row:
     mem_target: Optional[int] = None
 
 
-def cases(batch: int, quick: bool) -> list[Case]:
+def cases(batch: int, quick: bool) -> list[PerfCase]:
     out = []
     fwd_bwd = {"forward": None, "backward": 2.5}
     for layers, group, fwd in ((resnet50_layers(3), "resnet50 3x3", None), (resnet50_layers(1), "resnet50 1x1", 1.3)):
         for c_in, c_out, k, s, p, h in (layers[::3] if quick else layers):
-            out.append(Case(group, f"{c_in}->{c_out} k{k} s{s} {h}x{h}", "unfold", batch, c_in, c_out, k, s, p, h,
+            out.append(PerfCase(group, f"{c_in}->{c_out} k{k} s{s} {h}x{h}", "unfold", batch, c_in, c_out, k, s, p, h,
                             {**fwd_bwd, "forward": fwd}))
     for k, target in FFT_KERNELS.items():
-        out.append(Case(f"fft k{k}", f"16->16 k{k} 128x128", "fft", 4, 16, 16, k, 1, k // 2, 128,
+        out.append(PerfCase(f"fft k{k}", f"16->16 k{k} 128x128", "fft", 4, 16, 16, k, 1, k // 2, 128,
                         {"forward": target, "backward": None}))
     # The loop is Python-bound by design: one small layer, for its speed and memory, no target.
-    out.append(Case("loop", "64->64 k3 s1 14x14", "loop", batch, 64, 64, 3, 1, 1, 14))
+    out.append(PerfCase("loop", "64->64 k3 s1 14x14", "loop", batch, 64, 64, 3, 1, 1, 14))
     return out
 
 
-def _calls(fn, case: Case, device, memory_format=torch.contiguous_format) -> dict[str, Callable[[], object]]:
+def _calls(fn, case: PerfCase, device, memory_format=torch.contiguous_format) -> dict[str, Callable[[], object]]:
     """forward() and backward() (all three gradients from a saved graph) for one implementation."""
     x, w, b = case.tensors(device)
     x, w = x.contiguous(memory_format=memory_format), w.contiguous(memory_format=memory_format)
@@ -152,7 +152,7 @@ def _median_time(fn, threads: int, min_run_time: float, slow: bool) -> float:
     return timer.timeit(1).median if slow else timer.blocked_autorange(min_run_time=min_run_time).median
 
 
-def measure(case: Case, passes, args, device) -> list[Row]:
+def measure(case: PerfCase, passes, args, device) -> list[Row]:
     fmt = torch.channels_last if args.channels_last else torch.contiguous_format
     impl = _calls(implementations.get(case.impl), case, device, fmt)
     ref = _calls(implementations.get("cudnn"), case, device, fmt)

@@ -8,7 +8,7 @@ import pytest
 from hydra.errors import ConfigCompositionException, HydraException
 
 import implementations
-from harness.cases import label, output_size, scale_batch
+from harness.measure.cases import label, output_size, scale_batch
 from harness.callbacks import check_sweep
 from harness.config import Config, DType, Method, Pass, to_config
 

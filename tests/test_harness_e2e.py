@@ -8,7 +8,7 @@ import sys
 import pandas as pd
 import pytest
 
-from harness.run import COMPLETE
+from harness.table.jobfolder import COMPLETE
 
 from conftest import PLUGINS, REPO, run_harness
 

@@ -80,7 +80,7 @@ def _compare_one(name: str, got, ref: torch.Tensor, dtype: torch.dtype, device: 
     return rel, max_abs, None
 
 
-def compare(named: dict[str, object], refs: dict[str, torch.Tensor], dtype: torch.dtype,
+def check_tensors(named: dict[str, object], refs: dict[str, torch.Tensor], dtype: torch.dtype,
             device: torch.device) -> Verdict:
     """Check every tensor of a pass; the worst one decides. Raises NotATensor for non-tensors."""
     tol = tolerance(dtype)

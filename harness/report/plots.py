@@ -1,4 +1,4 @@
-"""The report's figures. Each function takes the enriched results table (`report.enrich`) and
+"""The report's figures. Each function takes the enriched results table (`analysis.enrich`) and
 returns a matplotlib Figure, or None when the sweep has no data for it (the report then leaves
 the plot out rather than drawing an empty frame).
 
@@ -18,7 +18,7 @@ from matplotlib.colors import TwoSlopeNorm
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-from harness.report import REFERENCE
+from .analysis import REFERENCE
 
 sns.set_theme(style="whitegrid", context="notebook", font_scale=0.9)
 
