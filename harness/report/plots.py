@@ -31,7 +31,7 @@ def _timed(df: pd.DataFrame, statuses=("ok",)) -> pd.DataFrame:
     return df[df["status"].isin(statuses) & (df["time_median_s"] > 0)]
 
 
-BUILTINS = (REFERENCE, "unfold", "fft", "loop")  # fixed colours, so every report reads alike
+BUILTINS = (REFERENCE, "unfold", "fft", "loop", "winograd")  # fixed colours, so every report reads alike
 
 
 def palette(df: pd.DataFrame) -> dict[str, tuple]:
