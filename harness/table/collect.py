@@ -25,7 +25,7 @@ UNIT_ROUNDOFF = {"float64": 2.0 ** -53, "float32": 2.0 ** -24, "float16": 2.0 **
 
 def add_err_vs_vendor(df: pd.DataFrame) -> pd.DataFrame:
     """Fill `err_vs_vendor` = rel_err / (cudnn's rel_err for the same case), where both are known.
-    Within tolerance is not the same as as accurate: an algorithm 50x less accurate than the vendor
+    Within tolerance is not the same as accurate: an algorithm 50x less accurate than the vendor
     (Winograd F(4x4,3x3)) passes the check and shows up here."""
     df = df.copy()
     keys = df[VENDOR_CASE].astype("string").fillna("")
