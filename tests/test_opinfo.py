@@ -17,6 +17,11 @@ import implementations
 pytest.importorskip("expecttest", reason="torch.testing._internal needs expecttest (pip install -e '.[dev]')")
 from torch.testing._internal.common_methods_invocations import op_db  # noqa: E402
 
+# Importing torch.testing._internal freezes torch.backends' global flags (disable_global_flags), which
+# would break every later test that runs the harness in this process (it sets cudnn.benchmark): undo it.
+torch.backends.flags_frozen.__globals__["__allow_nonbracketed_mutation_flag"] = True
+assert not torch.backends.flags_frozen()
+
 OP = next(op for op in op_db if op.name == "nn.functional.conv2d")
 # The built-ins are the implementations this package registers itself (not plug-ins, not entry points).
 BUILTINS = sorted(name for name in implementations.names()
