@@ -34,9 +34,18 @@ class Pass(Enum):
 
 
 class Method(Enum):
-    """torch.utils.benchmark.Timer's two stopping rules."""
-    blocked = "blocked"    # blocked_autorange: run for at least min_run_time
-    adaptive = "adaptive"  # adaptive_autorange: also until IQR/median < threshold (or max_run_time)
+    """When sampling stops (harness.measure.stopping): every method also needs min_run_time and
+    min_samples, and stops at max_run_time whatever else."""
+    blocked = "blocked"    # at least min_run_time and min_samples
+    adaptive = "adaptive"  # also until IQR/median < threshold (torch.utils.benchmark's adaptive_autorange rule)
+    noise = "noise"        # also until the median's 95% interval is within +-max_noise of it (nvbench's rule)
+
+
+class Cache(Enum):
+    """Which caches the timed calls find (harness.measure.flush)."""
+    warm = "warm"  # back-to-back calls: inputs and the implementation's buffers stay in cache
+    cold = "cold"  # the last-level cache (CPU) or L2 (CUDA) is overwritten before every timed call
+    both = "both"  # warm, then cold, in columns side by side
 
 
 DEVICES = ("cpu", "cuda", "cuda:N", "mps", "auto")
@@ -98,16 +107,22 @@ class Suite:
 
 @dataclass
 class Timing:
-    min_run_time: float = 0.1   # seconds of timed calls per (case, pass), after warm-up
+    min_run_time: float = 0.1   # seconds of sampling per timing (warm, and cold), after warm-up
     warmup: int = 1             # untimed calls first (also where cuDNN autotuning happens)
     method: Method = Method.blocked
+    cache: Cache = Cache.both   # warm, cold or both
+    min_samples: int = 10       # samples per timing at least (unless max_run_time comes first: noisy)
     threshold: float = 0.1      # adaptive only: stop once IQR/median is below this
-    max_run_time: float = 2.0   # adaptive only
+    max_noise: float = 0.02     # noise only: stop once the 95% interval's half-width <= this x median
+    max_run_time: float = 0.5   # seconds of sampling per timing at most; a row stopped here is noisy
 
     def __post_init__(self) -> None:
-        if self.min_run_time <= 0 or self.warmup < 0 or self.max_run_time <= 0:
-            raise ValueError("timing: min_run_time and max_run_time must be > 0 and warmup >= 0, got "
+        if self.min_run_time <= 0 or self.warmup < 0 or self.max_run_time < self.min_run_time:
+            raise ValueError("timing: min_run_time must be > 0, max_run_time >= min_run_time and warmup >= 0, got "
                              f"{self.min_run_time}, {self.max_run_time}, {self.warmup}")
+        if self.min_samples < 1 or self.max_noise <= 0 or self.threshold <= 0:
+            raise ValueError("timing: min_samples must be >= 1, max_noise and threshold > 0, got "
+                             f"{self.min_samples}, {self.max_noise}, {self.threshold}")
 
 
 @dataclass
