@@ -62,6 +62,7 @@ def make_row(base: dict, s: Shape, pass_: str, r: PassResult, tol: float, peak: 
         row.cold_ci_low_s, row.cold_ci_high_s = c.ci
     if t is not None or c is not None:
         why = [f"{name}: {w}" for name, x in (("warm", t), ("cold", c)) if x is not None for w in x.unstable]
+        why += r.notes
         row.noisy, row.noisy_reason = bool(why), "; ".join(why)
     if r.gpu is not None:
         row.gpu_clock_mhz, row.throttled = r.gpu.clock_mhz, r.gpu.throttled

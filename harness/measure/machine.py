@@ -63,7 +63,7 @@ def governor(root: Path = Path("/sys/devices/system/cpu")) -> str:
     return ",".join(sorted(found))
 
 
-def other_cpu_pct(interval: float = 0.3) -> float:
+def other_cpu_pct(interval: float = 0.2) -> float:
     """% of all CPUs busy with processes other than this one, over `interval` seconds."""
     me = psutil.Process()
     me.cpu_percent(None)
@@ -74,7 +74,7 @@ def other_cpu_pct(interval: float = 0.3) -> float:
     return max(0.0, system - mine)
 
 
-def survey(interval: float = 0.3) -> MachineState:
+def survey(interval: float = 0.2) -> MachineState:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
     return MachineState(governor(), load, psutil.cpu_count() or 1, other_cpu_pct(interval))
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 import torch
@@ -59,6 +59,7 @@ class PassResult:
     timing: Optional[TimingResult] = None       # warm
     cold: Optional[TimingResult] = None
     gpu: Optional[GpuReading] = None            # SM clock and throttling while timed (CUDA)
+    notes: list = field(default_factory=list)   # why a timing is missing or short (-> noisy_reason)
     concurrent: bool = False   # another job used the device while this pass was timed
     done: bool = False
 
@@ -132,12 +133,17 @@ def time_pass(call: Callable[[], Any], settings: CaseSettings, where: Where, r: 
     t0 = time.time()
     before = where.claim is not None and where.claim.busy()
     readings = [where.probe.read()] if where.probe else []
-    warm_up(call, timing, device)
+    once = warm_up(call, timing, device)
     if timing.cache in (Cache.warm, Cache.both):
         share = 0.45 if timing.cache == Cache.both else 0.9
-        r.timing = time_call(call, timing, device, settings.threads, cap_s=where.left(share), warm=False)
+        r.timing = time_call(call, timing, device, settings.threads, cap_s=where.left(share), warm=False, once=once)
     if timing.cache in (Cache.cold, Cache.both):
-        r.cold = time_cold(call, timing, device, settings.threads, cap_s=where.left(0.9))
+        left = where.left(0.9)
+        one = r.timing.median if r.timing else (once or r.first_call_s or 0.0)
+        if left is not None and left < 2 * one:  # one cold sample would overrun the budget
+            r.notes.append(f"cold: not timed, {left:.2g} s of budget left for a {one:.2g} s call")
+        else:
+            r.cold = time_cold(call, timing, device, settings.threads, cap_s=left)
     if where.probe:
         readings.append(where.probe.read())
         r.gpu = GpuReading.worst(readings)

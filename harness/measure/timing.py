@@ -63,9 +63,11 @@ BLOCK_S = 1e-3  # a warm sample lasts at least this long (pyperf's shortest-samp
                 # than the clock's resolution and overhead are timed in blocks, reported per call
 
 
-def block_size(fn: Callable[[], Any], clock, stopping: Stopping, min_samples: int = 10) -> int:
-    """Calls per warm sample: enough for BLOCK_S, few enough that min_samples blocks fit the cap."""
-    once = clock.time(fn, 1)
+def block_size(fn: Callable[[], Any], clock, stopping: Stopping, min_samples: int = 10,
+               once: Optional[float] = None) -> int:
+    """Calls per warm sample: enough for BLOCK_S, few enough that min_samples blocks fit the cap.
+    `once`: a call's time if already known (the last warm-up call), else one call is timed."""
+    once = clock.time(fn, 1) if once is None else once
     if once <= 0:
         return 1
     n = max(1, math.ceil(BLOCK_S / once))
@@ -91,23 +93,29 @@ def sample(fn: Callable[[], Any], clock, stopping: Stopping, *, block: int = 1,
             return TimingResult(tuple(samples), capped=True, min_samples=min_samples)
 
 
-def warm_up(fn: Callable[[], Any], timing: Timing, device: torch.device) -> None:
-    """Untimed calls first: lazy initialisation and cuDNN autotuning stay out of the samples."""
-    for _ in range(timing.warmup):
+def warm_up(fn: Callable[[], Any], timing: Timing, device: torch.device, clock=None) -> Optional[float]:
+    """Calls outside the samples first (lazy initialisation, cuDNN autotuning); returns the last
+    one's time on `clock` (what block sizes are calibrated from), None without warm-up calls."""
+    clock = clock or clock_for(device)
+    for _ in range(timing.warmup - 1):
         fn()
+    last = clock.time(fn, 1) if timing.warmup > 0 else None
     synchronize(device)
+    return last
 
 
 def time_call(fn: Callable[[], Any], timing: Timing, device: torch.device, threads: Optional[int] = None,
-              *, clock=None, cap_s: Optional[float] = None, warm: bool = True) -> TimingResult:
-    """Warm timing of `fn()` after `timing.warmup` untimed calls: back-to-back calls in blocks of at
-    least BLOCK_S, until the stopping rule of `timing.method` (harness.measure.stopping)."""
+              *, clock=None, cap_s: Optional[float] = None, warm: bool = True,
+              once: Optional[float] = None) -> TimingResult:
+    """Warm timing of `fn()` after `timing.warmup` untimed calls (unless `warm=False`: done already,
+    `once` its last call's time): back-to-back calls in blocks of at least BLOCK_S, until the
+    stopping rule of `timing.method` (harness.measure.stopping)."""
     clock = clock or clock_for(device)
     stopping = stopping_for(timing).within(cap_s)
     with _threads(threads):
         if warm:
-            warm_up(fn, timing, device)
-        block = block_size(fn, clock, stopping, timing.min_samples)
+            once = warm_up(fn, timing, device, clock)
+        block = block_size(fn, clock, stopping, timing.min_samples, once)
         return sample(fn, clock, stopping, block=block, min_samples=timing.min_samples)
 
 
