@@ -4,7 +4,10 @@ For `cudnn` on a few shapes, interleaved round by round in this one process (so 
 hits every side alike), the median of the per-round medians of:
 
   1. the harness's own per-case path (`run_case`: check, warm-up, warm and cold timing);
-  2. a bare `torch.utils.benchmark.Timer(...).blocked_autorange()` (warm only; tolerance 10%);
+  2. a bare `torch.utils.benchmark.Timer` (warm only; tolerance 10%): the median of `timeit(number)`
+     blocks of about 1 ms, the harness's block length. (Its `blocked_autorange` averages blocks of
+     10 ms and more, and on a busy machine nearly every such block holds a preemption: its median
+     then reads up to 2x slower than 1 ms blocks, a difference of method, not of clocks);
   3. an independent clock written here, sharing no code with the harness: a plain
      `time.perf_counter_ns` loop around the same calls on the CPU, CUDA events on a GPU; for cold
      timings the same cache-sized buffer is rewritten before each call, outside the clock
@@ -16,6 +19,7 @@ Exit status 1 when any comparison is outside its tolerance."""
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import sys
 import time
@@ -60,6 +64,16 @@ def independent(call, device: torch.device, cold: bool, min_run_time: float) -> 
     return statistics.median(times)
 
 
+def timer_blocks(timer: Timer, min_run_time: float) -> float:
+    """Median per-call time of torch.utils.benchmark's `timeit` over ~1 ms blocks (at least 10)."""
+    once = timer.timeit(1).median
+    number = max(1, math.ceil(1e-3 / max(once, 1e-9)))
+    medians, start = [], time.perf_counter()
+    while len(medians) < 10 or time.perf_counter() - start < min_run_time:
+        medians.append(timer.timeit(number).median)
+    return statistics.median(medians)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m harness.timer_agreement", description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=5)
@@ -97,7 +111,7 @@ def _compare(args, device: torch.device, threads: int) -> int:
             return fn(x, w, b, **case.kwargs)
 
         bare = Timer("call()", globals=dict(call=call), num_threads=threads)
-        bare.blocked_autorange(min_run_time=args.min_run_time)  # warm-up, as the harness does
+        timer_blocks(bare, args.min_run_time)  # warm-up, as the harness does
         got = {k: [] for k in ("warm", "cold", "timer", "own_warm", "own_cold")}
         for _ in range(args.rounds):
             res = run_case(fn, shape, settings, device)["forward"]
@@ -106,7 +120,7 @@ def _compare(args, device: torch.device, threads: int) -> int:
                 return 1
             got["warm"].append(res.timing.median)
             got["cold"].append(res.cold.median)
-            got["timer"].append(bare.blocked_autorange(min_run_time=args.min_run_time).median)
+            got["timer"].append(timer_blocks(bare, args.min_run_time))
             got["own_warm"].append(independent(call, device, False, args.min_run_time))
             got["own_cold"].append(independent(call, device, True, args.min_run_time))
         m = {k: statistics.median(v) for k, v in got.items()}
