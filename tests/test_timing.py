@@ -176,3 +176,10 @@ def test_every_method_gives_min_samples(method):
     a = torch.randn(64, 64)
     t = time_call(lambda: a @ a, Timing(min_run_time=0.02, method=method, max_run_time=0.5), CPU, threads=1)
     assert t.n_runs >= 10 or t.capped
+
+
+def test_fresh_state_clears_the_implementations_own_caches_only():
+    import implementations
+    from harness.measure import fresh
+    assert "implementations.fft.fast_len" in fresh.reset(implementations.get("fft"), CPU)
+    assert fresh.reset(F.conv2d, CPU) == []  # torch's caches are not the implementation's

@@ -20,7 +20,9 @@ import torch.nn.functional as F
 def reset(fn: Callable, device: torch.device) -> list[str]:
     """Clear what can be cleared; return what was, by name."""
     done = []
-    module = sys.modules.get(getattr(fn, "__module__", "") or "")
+    name = getattr(fn, "__module__", "") or ""
+    # torch's own caches (F.conv2d's module is `torch`) are torch's, not the implementation's
+    module = None if name == "torch" or name.startswith("torch.") else sys.modules.get(name)
     for name, obj in sorted(vars(module).items()) if module is not None else ():
         if callable(getattr(obj, "cache_clear", None)) and callable(getattr(obj, "cache_info", None)):
             obj.cache_clear()
