@@ -5,9 +5,9 @@ hits every side alike), the median of the per-round medians of:
 
   1. the harness's own per-case path (`run_case`: check, warm-up, warm and cold timing);
   2. a bare `torch.utils.benchmark.Timer` (warm only; tolerance 10%): the median of `timeit(number)`
-     blocks of about 1 ms, the harness's block length. (Its `blocked_autorange` averages blocks of
-     10 ms and more, and on a busy machine nearly every such block holds a preemption: its median
-     then reads up to 2x slower than 1 ms blocks, a difference of method, not of clocks);
+     blocks of the harness's length (one call, or 0.1 ms for shorter calls). (Its `blocked_autorange`
+     averages blocks of 10 ms and more, and on a busy machine nearly every such block holds a
+     preemption: its median then reads up to 2x slower, a difference of method, not of clocks);
   3. an independent clock written here, sharing no code with the harness: a plain
      `time.perf_counter_ns` loop around the same calls on the CPU, CUDA events on a GPU; for cold
      timings the same cache-sized buffer is rewritten before each call, outside the clock
@@ -32,6 +32,7 @@ from harness.config import Cache, Shape, Timing
 from harness.measure.cases import make_case
 from harness.measure.flush import FACTOR, cache_bytes
 from harness.measure.passes import CaseSettings, run_case, torch_settings
+from harness.measure.timing import BLOCK_S
 
 SHAPES = [
     Shape(layer="res_3x3", n=8, c_in=64, h=28, w=28, c_out=64, kernel=3, padding=1),
@@ -65,9 +66,10 @@ def independent(call, device: torch.device, cold: bool, min_run_time: float) -> 
 
 
 def timer_blocks(timer: Timer, min_run_time: float) -> float:
-    """Median per-call time of torch.utils.benchmark's `timeit` over ~1 ms blocks (at least 10)."""
+    """Median per-call time of torch.utils.benchmark's `timeit` over blocks of the harness's length
+    (BLOCK_S; at least 10 blocks)."""
     once = timer.timeit(1).median
-    number = max(1, math.ceil(1e-3 / max(once, 1e-9)))
+    number = max(1, math.ceil(BLOCK_S / max(once, 1e-9)))
     medians, start = [], time.perf_counter()
     while len(medians) < 10 or time.perf_counter() - start < min_run_time:
         medians.append(timer.timeit(number).median)
