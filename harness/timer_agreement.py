@@ -1,7 +1,7 @@
 """Does the harness time like independent clocks? (`make bench-timer`)
 
 For `cudnn` on a few shapes, interleaved round by round in this one process (so drifting machine load
-hits every side alike), the median of the per-round medians of:
+hits every side alike; each difference is the median of the per-round ratios), the medians of:
 
   1. the harness's own per-case path (`run_case`: check, warm-up, warm and cold timing);
   2. a bare `torch.utils.benchmark.Timer` (warm only; tolerance 10%): the median of `timeit(number)`
@@ -102,8 +102,8 @@ def _compare(args, device: torch.device, threads: int) -> int:
                             threads, budget_s=60.0, seed=0)
     fn = implementations.get("cudnn")
     ok = True
-    print(f"cudnn forward on {device}, {threads} threads, {args.rounds} interleaved rounds; "
-          f"median of per-round medians")
+    print(f"cudnn forward on {device}, {threads} threads, {args.rounds} interleaved rounds; times: median of "
+          f"per-round medians, diff: median of per-round ratios")
     print(f"  {'shape':8} {'':4} {'harness':>10} {'Timer':>10} {'diff':>7} {'own clock':>10} {'diff':>7}")
     for shape in SHAPES:
         case = make_case(shape, device, torch.float32, seed=0)
@@ -122,17 +122,22 @@ def _compare(args, device: torch.device, threads: int) -> int:
                 return 1
             got["warm"].append(res.timing.median)
             got["cold"].append(res.cold.median)
-            got["timer"].append(timer_blocks(bare, args.min_run_time))
+            got["own_cold"].append(independent(call, device, True, args.min_run_time))  # next to the harness's cold
             got["own_warm"].append(independent(call, device, False, args.min_run_time))
-            got["own_cold"].append(independent(call, device, True, args.min_run_time))
+            got["timer"].append(timer_blocks(bare, args.min_run_time))
         m = {k: statistics.median(v) for k, v in got.items()}
+
+        def diff(a: str, b: str) -> float:
+            """Median over rounds of a/b - 1: each round's pair shares the machine's load of the moment."""
+            return statistics.median(x / y for x, y in zip(got[a], got[b])) - 1
+
         for kind in ("warm", "cold"):
             own = m[f"own_{kind}"]
-            d_clock = (m[kind] - own) / own
+            d_clock = diff(kind, f"own_{kind}")
             ok &= abs(d_clock) <= args.clock_tolerance
-            timer = f"{m['timer'] * 1e3:10.4f} {(m[kind] - m['timer']) / m['timer']:+7.1%}" if kind == "warm" else " " * 18
+            timer = f"{m['timer'] * 1e3:10.4f} {diff(kind, 'timer'):+7.1%}" if kind == "warm" else " " * 18
             if kind == "warm":
-                ok &= abs((m[kind] - m["timer"]) / m["timer"]) <= args.tolerance
+                ok &= abs(diff(kind, "timer")) <= args.tolerance
             print(f"  {shape.layer:8} {kind:4} {m[kind] * 1e3:10.4f} {timer} {own * 1e3:10.4f} {d_clock:+7.1%}")
     print(f"  (ms; tolerances: Timer {args.tolerance:.0%} (warm), own clock {args.clock_tolerance:.0%}) "
           f"-> {'PASS' if ok else 'FAIL'}")
