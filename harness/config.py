@@ -34,9 +34,18 @@ class Pass(Enum):
 
 
 class Method(Enum):
-    """torch.utils.benchmark.Timer's two stopping rules."""
-    blocked = "blocked"    # blocked_autorange: run for at least min_run_time
-    adaptive = "adaptive"  # adaptive_autorange: also until IQR/median < threshold (or max_run_time)
+    """When sampling stops (harness.measure.stopping): every method also needs min_run_time and
+    min_samples, and stops at max_run_time whatever else."""
+    blocked = "blocked"    # at least min_run_time and min_samples
+    adaptive = "adaptive"  # also until IQR/median < threshold (torch.utils.benchmark's adaptive_autorange rule)
+    noise = "noise"        # also until the median's 95% interval is within +-max_noise of it (nvbench's rule)
+
+
+class Cache(Enum):
+    """Which caches the timed calls find (harness.measure.flush)."""
+    warm = "warm"  # back-to-back calls: inputs and the implementation's buffers stay in cache
+    cold = "cold"  # the last-level cache (CPU) or L2 (CUDA) is overwritten before every timed call
+    both = "both"  # warm, then cold, in columns side by side
 
 
 DEVICES = ("cpu", "cuda", "cuda:N", "mps", "auto")
@@ -106,19 +115,29 @@ class Suite:
 
 @dataclass
 class Timing:
-    min_run_time: float = 0.1   # seconds of timed calls per (case, pass), after warm-up
+    min_run_time: float = 0.1   # seconds of sampling per timing (warm, and cold), after warm-up
     warmup: int = 1             # untimed calls first (also where cuDNN autotuning happens)
     method: Method = Method.blocked
+    cache: Cache = Cache.both   # warm, cold or both
+    min_samples: int = 10       # samples per timing at least (unless max_run_time comes first: noisy)
     threshold: float = 0.1      # adaptive only: stop once IQR/median is below this
-    max_run_time: float = 2.0   # adaptive only
+    max_noise: float = 0.02     # noise only: stop once the 95% interval's half-width <= this x median
+    max_run_time: float = 0.5   # seconds of sampling per timing at most; a row stopped here is noisy
 
     def __post_init__(self) -> None:
         if self.min_run_time <= 0:
             raise ConfigError("timing.min_run_time", self.min_run_time, "seconds, > 0")
-        if self.max_run_time <= 0:
-            raise ConfigError("timing.max_run_time", self.max_run_time, "seconds, > 0")
+        if self.max_run_time < self.min_run_time:
+            raise ConfigError("timing.max_run_time", self.max_run_time,
+                              f"seconds, >= timing.min_run_time ({self.min_run_time})")
         if self.warmup < 0:
             raise ConfigError("timing.warmup", self.warmup, "a count of untimed calls, >= 0")
+        if self.min_samples < 1:
+            raise ConfigError("timing.min_samples", self.min_samples, "a count of samples, >= 1")
+        if self.max_noise <= 0:
+            raise ConfigError("timing.max_noise", self.max_noise, "a fraction of the median, > 0 (0.02 = 2%)")
+        if self.threshold <= 0:
+            raise ConfigError("timing.threshold", self.threshold, "a fraction of the median, > 0")
 
 
 @dataclass

@@ -35,6 +35,8 @@ from torch.utils.benchmark import Timer
 import implementations
 
 from .measure.memory import peak_bytes
+from .measure.devices import on_device
+from .measure.passes import torch_settings
 
 RESNET50_SUITE = Path(__file__).resolve().parent.parent / "conf" / "suite" / "resnet50.yaml"
 
@@ -251,12 +253,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--channels-last", action="store_true", help="inputs and weights in channels_last layout")
     ap.add_argument("--only", default="", help="only case groups containing this text (e.g. fft, 3x3, winograd)")
     args = ap.parse_args(argv)
-    previous_threads = torch.get_num_threads()
-    torch.set_num_threads(args.threads)
-    try:
+    # the harness's job settings: TF32 off (torch defaults cudnn.allow_tf32=True, which would compare
+    # TF32 cuDNN with full-float32 unfold/fft on Ampere and newer), autotuning on, the thread count
+    with torch_settings(cudnn_benchmark=True, allow_tf32=False, threads=args.threads), \
+            on_device(torch.device(args.device)):
         rows = _run(args)
-    finally:
-        torch.set_num_threads(previous_threads)
     Console(width=None if Console().is_terminal else 200).print(render(rows, args))
     return 0
 

@@ -50,6 +50,15 @@ def test_speedup_is_reference_time_over_own_time(table):
     assert pd.isna(table.loc[table["status"].isin(["timeout", "unsupported", "skipped", "error"]), "speedup"]).all()
 
 
+def test_speedup_interval_and_noisy_marks(table):
+    ok = table[(table["status"] == "ok")]
+    assert (ok["speedup_low"] <= ok["speedup"]).all() and (ok["speedup"] <= ok["speedup_high"]).all()
+    shown = render.display_table(table)
+    assert shown.loc[table["noisy"].fillna(False).astype(bool), "median"].str.startswith("~ ").all()
+    assert not shown.loc[~table["noisy"].fillna(False).astype(bool), "median"].str.startswith("~").any()
+    assert "noisy" in analysis.environment_summary(table)["warning"]
+
+
 def test_incorrect_result_is_never_a_win(table):
     bad = table[table["status"] == "incorrect"]
     assert len(bad) == 1 and bad["speedup"].iloc[0] > 10  # the planted fast, wrong result

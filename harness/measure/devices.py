@@ -1,6 +1,7 @@
 """Which device a job asked for, and why it may not be here (-> `skipped` rows, not a crash)."""
 from __future__ import annotations
 
+import contextlib
 from typing import Optional
 
 import torch
@@ -43,3 +44,15 @@ def absent_reason(device: torch.device) -> Optional[str]:
             return f"{device}: MPS is not available on this machine"
         return None
     return None
+
+
+@contextlib.contextmanager
+def on_device(device: torch.device):
+    """Make a CUDA device the current one while a job runs (torch.cuda.device sets and restores it):
+    without it, `cuda:1` work would open a context on GPU 0 and anything that synchronizes or
+    allocates on "the current device" would wait on the wrong GPU. A no-op for other devices."""
+    if device.type == "cuda" and device.index is not None and absent_reason(device) is None:
+        with torch.cuda.device(device):
+            yield
+    else:
+        yield

@@ -30,8 +30,10 @@ from harness.table.schema import Status
 from .cases import flops, label, pair_str, scale_batch
 from .check import tolerance
 from .concurrency import DeviceClaim
-from .devices import absent_reason, resolve
+from .devices import absent_reason, on_device, resolve
 from .env import environment
+from .fresh import warm_libraries
+from .machine import GpuProbe, survey, warn
 from .passes import CaseSettings, PassResult, error_text, run_case, torch_settings
 from .peak import peak_gflops
 
@@ -50,10 +52,24 @@ def make_row(base: dict, s: Shape, pass_: str, r: PassResult, tol: float, peak: 
         v = r.verdict
         row.correct, row.rel_err, row.max_abs_err = v.correct, v.rel_err, v.max_abs_err
         row.checked_calls, row.deterministic, row.repeat_max_diff = v.calls, v.deterministic, v.repeat_max_diff
+    row.first_call_s = r.first_call_s
     t = r.timing
     if t is not None:
         row.time_median_s, row.time_iqr_s, row.n_runs, row.samples = t.median, t.iqr, t.n_runs, t.samples_json
+        row.time_ci_low_s, row.time_ci_high_s = t.ci
         row.gflops = row.flops / t.median / 1e9
+    c = r.cold
+    if c is not None:
+        row.cold_median_s, row.cold_iqr_s, row.cold_samples = c.median, c.iqr, c.samples_json
+        row.cold_ci_low_s, row.cold_ci_high_s = c.ci
+    if t is not None or c is not None:
+        why = [f"{name}: {w}" for name, x in (("warm", t), ("cold", c)) if x is not None for w in x.unstable]
+        why += r.notes
+        row.noisy, row.noisy_reason = bool(why), "; ".join(why)
+    if r.gpu is not None:
+        row.gpu_clock_mhz, row.throttled = r.gpu.clock_mhz, r.gpu.throttled
+        if r.gpu.reasons:
+            row.noisy_reason = "; ".join(filter(None, [row.noisy_reason, "throttled: " + ",".join(r.gpu.reasons)]))
     return row
 
 
@@ -100,20 +116,29 @@ def run_job(cfg: Config, out_dir: os.PathLike, *, sweep: str = "", job: int = 0,
     dtype = cfg.dtype.torch
     shapes = scale_batch(cfg.suite.shapes, cfg.batch)
     threads = cfg.threads or torch.get_num_threads()
+    status, message, fn = _job_level_problem(cfg, device)
+    measuring = status is None and any((s.layer, label(s)) not in kept for s in shapes)
     env = environment(device, threads)
+    if measuring:  # is this machine fit to time? recorded with every row, warned about once
+        machine = survey()
+        warn(machine, job)
+        env.update(machine.columns())
     (out / ENV_FILE).write_text(json.dumps(env, indent=2))
     base = dict(env, sweep=sweep, job=job, impl=cfg.impl, suite=cfg.suite.name, device=str(device),
                 dtype=cfg.dtype.name)
     tol = tolerance(dtype)
     settings = CaseSettings.from_config(cfg, threads)
-
-    status, message, fn = _job_level_problem(cfg, device)
-    measuring = status is None and any((s.layer, label(s)) not in kept for s in shapes)
-    peak = peak_gflops(str(device), dtype, threads) if measuring else float("nan")
     # only a job that times something claims the device
     claim = DeviceClaim(sweep_dir or out, device, allow=cfg.allow_concurrent) if measuring else None
     all_rows: list[dict] = []
-    with torch_settings(cfg.cudnn_benchmark, cfg.allow_tf32, threads), claim or contextlib.nullcontext(), _progress(len(shapes), progress) as bar:
+    # on_device: cuda:N is the current device for the whole job (contexts, syncs, the peak matmul);
+    # the peak matmul runs under the job's TF32 and thread settings, like the cases it is compared with
+    with on_device(device), torch_settings(cfg.cudnn_benchmark, cfg.allow_tf32, threads), \
+            claim or contextlib.nullcontext(), _progress(len(shapes), progress) as bar:
+        peak = peak_gflops(str(device), dtype, threads, allow_tf32=cfg.allow_tf32) if measuring else float("nan")
+        probe = GpuProbe(device) if measuring and device.type == "cuda" else None
+        if measuring:
+            warm_libraries(device, dtype)  # library loading, once, outside every case's budget
         task = bar.add_task(f"job {job} {cfg.impl}", total=len(shapes), completed=len(kept))
         for s in shapes:
             if (s.layer, label(s)) in kept:
@@ -123,7 +148,7 @@ def run_job(cfg: Config, out_dir: os.PathLike, *, sweep: str = "", job: int = 0,
             if status is not None:
                 results = {p: PassResult(status=status, message=message) for p in passes}
             else:
-                results = run_case(fn, s, settings, device, claim)
+                results = run_case(fn, s, settings, device, claim, probe)
             rows = [make_row(base, s, p, r, tol, peak).as_dict() for p, r in results.items()]
             append_rows(out / ROWS_FILE, rows)
             all_rows.extend(rows)

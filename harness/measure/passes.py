@@ -1,26 +1,37 @@
-"""One case, its passes: check then time the forward, then check then time the backward (from the
-checked forward's saved graph). Each pass has its own `budget_s`, so a slow backward still leaves a
-forward row. Whatever an implementation raises becomes a status here, in one table (`STATUS_OF`)."""
+"""One case, its passes: the forward, then the backward (from the checked forward's saved graph).
+Each pass has its own `budget_s`, so a slow backward still leaves a forward row. Whatever an
+implementation raises becomes a status here, in one table (`STATUS_OF`).
+
+Within a pass, calls come in this order, each step its own small function:
+  1. the float64 reference, computed before the budget starts (`run_case`);
+  2. `first_call`: the first call, in a fresh state (harness.measure.fresh), timed as `first_call_s`
+     and checked;
+  3. `measure_memory`: a second call, for peak memory after warm-up (a first call's one-off
+     allocations, e.g. cuDNN autotuning workspaces, are not the steady state);
+  4. `time_pass`: warm-up, then the warm and/or cold timings;
+  5. (a call after the timed runs, checked: slot for the repeated-call checks)."""
 from __future__ import annotations
 
 import contextlib
 import time
-from dataclasses import dataclass
-from typing import Callable, Optional
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
 
 import torch
 
 from implementations import Unsupported
 
-from harness.config import Config, Shape, Timing
+from harness.config import Cache, Config, Shape, Timing
 from harness.table.schema import Status
 
-from . import memory
+from . import fresh, memory
 from .cases import Case, make_case
 from .check import NotATensor, RepeatedChecks, Verdict, call_labels, reference
+from .clocks import synchronize
 from .integrity import InputGuard
 from .concurrency import DeviceClaim
-from .timing import CaseTimeout, TimingResult, deadline, time_call
+from .machine import GpuProbe, GpuReading
+from .timing import CaseTimeout, TimingResult, deadline, time_call, time_cold, warm_up
 
 
 @dataclass(frozen=True)
@@ -46,8 +57,12 @@ class PassResult:
     status: Optional[Status] = None
     message: str = ""
     verdict: Optional[Verdict] = None
+    first_call_s: Optional[float] = None
     peak_mem: Optional[int] = None
-    timing: Optional[TimingResult] = None
+    timing: Optional[TimingResult] = None       # warm
+    cold: Optional[TimingResult] = None
+    gpu: Optional[GpuReading] = None            # SM clock and throttling while timed (CUDA)
+    notes: list = field(default_factory=list)   # why a timing is missing or short (-> noisy_reason)
     concurrent: bool = False   # another job used the device while this pass was timed
     done: bool = False
 
@@ -83,13 +98,59 @@ def torch_settings(cudnn_benchmark: bool, allow_tf32: bool, threads: int):
         torch.set_num_threads(saved[3])
 
 
-def timed(call: Callable, settings: CaseSettings, device: torch.device,
-          claim: Optional[DeviceClaim]) -> tuple[TimingResult, bool]:
-    """(timing, concurrent): concurrent when another job used the device before or during the timing."""
+@dataclass
+class Where:
+    """Where a case runs and what watches it: the device, the device claim (other jobs), the GPU
+    probe (clock, throttling), and the time left in the pass's budget (None: unbounded)."""
+    device: torch.device
+    claim: Optional[DeviceClaim] = None
+    probe: Optional[GpuProbe] = None
+    remaining: Optional[Callable[[], float]] = None
+
+    def left(self, share: float) -> Optional[float]:
+        return None if self.remaining is None else share * self.remaining()
+
+
+def first_call(call: Callable[[], Any], fn: Callable, device: torch.device) -> tuple[Any, float]:
+    """(result, seconds) of the implementation's first call on the case, from a fresh state
+    (harness.measure.fresh): host wall time to the device's completion, so CUDA autotuning
+    (cudnn_benchmark=true), plan building and lazy tables are in it."""
+    fresh.reset(fn, device)
+    synchronize(device)
+    t0 = time.perf_counter()
+    result = call()
+    synchronize(device)
+    return result, time.perf_counter() - t0
+
+
+def measure_memory(call: Callable[[], Any], device: torch.device) -> tuple[Any, int]:
+    """(result, peak bytes) of a call after the first: steady-state memory, without first-call
+    workspaces."""
+    return memory.measure(call, device)
+
+
+def time_pass(call: Callable[[], Any], settings: CaseSettings, where: Where, r: PassResult) -> None:
+    """Warm-up, then the warm and/or cold timings of `settings.timing.cache`, each capped by
+    max_run_time and by its share of the budget left; sets r.timing, r.cold, r.gpu, r.concurrent."""
+    timing, device = settings.timing, where.device
     t0 = time.time()
-    before = claim is not None and claim.busy()
-    timing = time_call(call, settings.timing, device, settings.threads)
-    return timing, before or (claim is not None and claim.busy(since=t0))
+    before = where.claim is not None and where.claim.busy()
+    readings = [where.probe.read()] if where.probe else []
+    once = warm_up(call, timing, device)
+    if timing.cache in (Cache.warm, Cache.both):
+        share = 0.45 if timing.cache == Cache.both else 0.9
+        r.timing = time_call(call, timing, device, settings.threads, cap_s=where.left(share), warm=False, once=once)
+    if timing.cache in (Cache.cold, Cache.both):
+        left = where.left(0.9)
+        one = r.timing.median if r.timing else (once or r.first_call_s or 0.0)
+        if left is not None and left < 2 * one:  # one cold sample would overrun the budget
+            r.notes.append(f"cold: not timed, {left:.2g} s of budget left for a {one:.2g} s call")
+        else:
+            r.cold = time_cold(call, timing, device, settings.threads, cap_s=left)
+    if where.probe:
+        readings.append(where.probe.read())
+        r.gpu = GpuReading.worst(readings)
+    r.concurrent = before or (where.claim is not None and where.claim.busy(since=t0))
 
 
 def _judged(r: PassResult, checks: RepeatedChecks) -> None:
@@ -111,6 +172,27 @@ def _check_after_timing(call: Callable, to_named: Callable, checks: RepeatedChec
         checks.check(label, to_named(call()))
 
 
+def _calls_of_a_pass(fn: Callable, call: Callable, named: Callable, checks: RepeatedChecks, settings: CaseSettings,
+                     where: Where, r: PassResult, time_it: bool) -> Any:
+    """The calls of one pass, in order: the first (timed as first_call_s, checked), a second (peak
+    memory, checked), more checked ones if check.calls asks, the warm/cold timings, and one checked
+    call after them. Returns the first call's result (the forward's graph for the backward)."""
+    before, after = call_labels(settings.check_calls)
+    first, r.first_call_s = first_call(call, fn, where.device)
+    checks.check(before[0], named(first))
+    if time_it:
+        second, r.peak_mem = measure_memory(call, where.device)
+        if len(before) > 1:
+            checks.check(before[1], named(second))
+        _checked_calls(call, named, checks, before[2:])
+        _judged(r, checks)
+        time_pass(call, settings, where, r)
+        _check_after_timing(call, named, checks, after)
+        r.done = True
+    _judged(r, checks)
+    return first
+
+
 @dataclass
 class Graph:
     """The checked forward call: its leaves and output, which the backward pass differentiates."""
@@ -120,10 +202,10 @@ class Graph:
     refs: dict
 
 
-def forward_pass(fn: Callable, case: Case, settings: CaseSettings, device: torch.device, r: PassResult,
-                 claim: Optional[DeviceClaim], time_it: bool) -> Graph:
-    """Check the forward output (the check doubles as the memory measurement), then time it."""
-    ref_out, ref_grads = reference(case)
+def forward_pass(fn: Callable, case: Case, refs: tuple, settings: CaseSettings, where: Where, r: PassResult,
+                 time_it: bool) -> Graph:
+    """First call (timed, checked), second call (memory), then the timings of the forward."""
+    ref_out, ref_grads = refs
     want_grad = "backward" in settings.passes
     leaves = [t.detach().requires_grad_(want_grad) for t in (case.x, case.weight, case.bias) if t is not None]
     x, w, b = leaves[0], leaves[1], (leaves[2] if case.bias is not None else None)
@@ -134,23 +216,14 @@ def forward_pass(fn: Callable, case: Case, settings: CaseSettings, device: torch
     def named(out):
         return {"output": out}
 
-    checks = RepeatedChecks(named(ref_out), settings.dtype, device, InputGuard(x=x, weight=w, bias=b))
-    before, after = call_labels(settings.check_calls)
-    out, r.peak_mem = memory.measure(forward, device)
-    checks.check(before[0], named(out))
-    if time_it:
-        _checked_calls(forward, named, checks, before[1:])
-        _judged(r, checks)
-        r.timing, r.concurrent = timed(forward, settings, device, claim)
-        _check_after_timing(forward, named, checks, after)
-        r.done = True
-    _judged(r, checks)
+    checks = RepeatedChecks(named(ref_out), settings.dtype, where.device, InputGuard(x=x, weight=w, bias=b))
+    out = _calls_of_a_pass(fn, forward, named, checks, settings, where, r, time_it)
     return Graph(case, leaves, out, ref_grads)
 
 
-def backward_pass(g: Graph, settings: CaseSettings, device: torch.device, r: PassResult,
-                  claim: Optional[DeviceClaim]) -> None:
-    """Check the input, weight and bias gradients of the checked forward's graph, then time them."""
+def backward_pass(fn: Callable, g: Graph, settings: CaseSettings, where: Where, r: PassResult) -> None:
+    """First call (timed, checked), second call (memory), then the timings of the input, weight and
+    bias gradients of the checked forward's graph."""
     if not (isinstance(g.out, torch.Tensor) and g.out.requires_grad):
         raise RuntimeError("the output does not require grad: backward cannot be computed "
                            "(is it built outside autograd, or detached?)")
@@ -163,16 +236,9 @@ def backward_pass(g: Graph, settings: CaseSettings, device: torch.device, r: Pas
 
     x, w = g.leaves[0], g.leaves[1]
     b = g.leaves[2] if len(g.leaves) > 2 else None
-    checks = RepeatedChecks(g.refs, settings.dtype, device, InputGuard(x=x, weight=w, bias=b, grad_out=g.case.grad_out))
-    before, after = call_labels(settings.check_calls)
-    grads, r.peak_mem = memory.measure(backward, device)
-    checks.check(before[0], named(grads))
-    _checked_calls(backward, named, checks, before[1:])
-    _judged(r, checks)
-    r.timing, r.concurrent = timed(backward, settings, device, claim)
-    _check_after_timing(backward, named, checks, after)
-    _judged(r, checks)
-    r.done = True
+    guard = InputGuard(x=x, weight=w, bias=b, grad_out=g.case.grad_out)
+    _calls_of_a_pass(fn, backward, named, RepeatedChecks(g.refs, settings.dtype, where.device, guard),
+                     settings, where, r, time_it=True)
 
 
 # exception type -> (status, whether the pass it interrupted is to blame, message from the exception)
@@ -197,19 +263,22 @@ def _fail_rest(res: dict[str, PassResult], current: str, exc: BaseException) -> 
 
 
 def run_case(fn: Callable, s: Shape, settings: CaseSettings, device: torch.device,
-             claim: Optional[DeviceClaim] = None) -> dict[str, PassResult]:
-    """Every pass of one case, each under its own budget; failures become statuses."""
+             claim: Optional[DeviceClaim] = None, probe: Optional[GpuProbe] = None) -> dict[str, PassResult]:
+    """Every pass of one case, each under its own budget; failures become statuses. The inputs and
+    the float64 reference are made before the budget starts: it pays for the implementation only."""
     res = {p: PassResult() for p in settings.passes}
     fwd = res.get("forward") or PassResult()
     current = "forward"
     try:
-        with deadline(settings.budget_s):
-            case = make_case(s, device, settings.dtype, settings.seed)
-            graph = forward_pass(fn, case, settings, device, fwd, claim, time_it="forward" in res)
+        case = make_case(s, device, settings.dtype, settings.seed)
+        refs = reference(case)
+        with deadline(settings.budget_s) as remaining:
+            graph = forward_pass(fn, case, refs, settings, Where(device, claim, probe, remaining), fwd,
+                                 time_it="forward" in res)
         if "backward" in res:
             current = "backward"
-            with deadline(settings.budget_s):
-                backward_pass(graph, settings, device, res["backward"], claim)
+            with deadline(settings.budget_s) as remaining:
+                backward_pass(fn, graph, settings, Where(device, claim, probe, remaining), res["backward"])
     except (CaseTimeout, Exception) as exc:
         _fail_rest(res, current, exc)
     return res

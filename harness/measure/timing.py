@@ -1,5 +1,9 @@
-"""Timing with torch.utils.benchmark (it synchronises CUDA around each block and sets the thread
-count), after explicit warm-up calls so lazy initialisation and cuDNN autotuning are not measured.
+"""Timing: warm-up calls, then samples from a clock that times the calls only (harness.measure.clocks:
+perf_counter_ns on the CPU, CUDA events on the device's stream), until a stopping rule
+(harness.measure.stopping) is met or capped. Warm samples are back-to-back calls; cold ones follow a
+cache flush each (harness.measure.flush). Own loop rather than torch.utils.benchmark's autorange: that
+gives one sample per row on CUDA, cannot flush between calls, and has no interval-based stopping;
+`make bench-timer` keeps checking this loop against torch.utils.benchmark.Timer and a bare clock.
 
 `deadline` enforces a case's time budget with SIGALRM: the handler raises in the main thread, which
 interrupts pure-Python hangs (`while True: pass`) too. A single long native call is interrupted as
@@ -7,19 +11,23 @@ soon as it returns to Python."""
 from __future__ import annotations
 
 import contextlib
-import json
+import math
 import signal
 import threading
 import time
 import warnings
-from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
-import numpy as np
 import torch
-from torch.utils.benchmark import Timer
 
-from harness.config import Method, Timing
+from harness.config import Timing
+
+from .clocks import clock_for, synchronize
+from .flush import Flusher
+from .stats import TimingResult
+from .stopping import Stopping, stopping_for
+
+__all__ = ["CaseTimeout", "TimingResult", "deadline", "sample", "time_call", "time_cold", "warm_up"]
 
 
 class CaseTimeout(BaseException):
@@ -51,47 +59,88 @@ def deadline(seconds: Optional[float]):
         signal.signal(signal.SIGALRM, previous)
 
 
-@dataclass(frozen=True)
-class TimingResult:
-    """Raw per-call times in, statistics derived, as torch.utils.benchmark's Measurement: the samples
-    are the record (compare's significance tests read them), every figure is computed from them."""
-    samples: tuple[float, ...]
-
-    @property
-    def n_runs(self) -> int:
-        return len(self.samples)
-
-    @property
-    def median(self) -> float:
-        return float(np.median(self.samples))
-
-    @property
-    def iqr(self) -> float:
-        q1, q3 = np.percentile(self.samples, [25, 75])
-        return float(q3 - q1)
-
-    @property
-    def samples_json(self) -> str:
-        return json.dumps([float(f"{t:.6g}") for t in self.samples])
+BLOCK_S = 1e-4  # a warm sample lasts at least this long: calls shorter than that are timed in blocks
+                # (perf_counter_ns and CUDA events then add < 0.5%), reported per call. Short samples
+                # matter on a shared machine: the longer a sample, the likelier a preemption lands in
+                # it, and 1 ms blocks read ~9% slower than single calls at load 7 on 2 cores.
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    elif device.type == "mps":
-        torch.mps.synchronize()
+def block_size(fn: Callable[[], Any], clock, stopping: Stopping, min_samples: int = 10,
+               once: Optional[float] = None) -> int:
+    """Calls per warm sample: enough for BLOCK_S, few enough that min_samples blocks fit the cap.
+    `once`: a call's time if already known (the last warm-up call), else one call is timed."""
+    once = clock.time(fn, 1) if once is None else once
+    if once <= 0:
+        return 1
+    n = max(1, math.ceil(BLOCK_S / once))
+    fit = max(1, int(stopping.cap_s / max(min_samples, 1) / once))
+    return min(n, fit)
 
 
-def time_call(fn: Callable[[], Any], timing: Timing, device: torch.device,
-              threads: Optional[int] = None) -> TimingResult:
-    """Median/IQR of `fn()` after `timing.warmup` untimed calls."""
-    for _ in range(timing.warmup):
+def sample(fn: Callable[[], Any], clock, stopping: Stopping, *, block: int = 1,
+           prepare: Optional[Callable[[], Any]] = None, min_samples: int = 10) -> TimingResult:
+    """Time `block` calls per sample until `stopping` is done or capped. `prepare` (a cache flush)
+    runs before each sample, outside the clock. At least one sample is always taken."""
+    samples: list[float] = []
+    t0 = time.perf_counter()
+    last = 0.0
+    while True:
+        s0 = time.perf_counter()
+        samples.append(clock.time(fn, block, prepare))
+        last = time.perf_counter() - s0
+        elapsed = time.perf_counter() - t0
+        if stopping.done(samples, elapsed):
+            return TimingResult(tuple(samples), capped=False, min_samples=min_samples)
+        if stopping.capped(elapsed, last):
+            return TimingResult(tuple(samples), capped=True, min_samples=min_samples)
+
+
+def warm_up(fn: Callable[[], Any], timing: Timing, device: torch.device, clock=None) -> Optional[float]:
+    """Calls outside the samples first (lazy initialisation, cuDNN autotuning); returns the last
+    one's time on `clock` (what block sizes are calibrated from), None without warm-up calls."""
+    clock = clock or clock_for(device)
+    for _ in range(timing.warmup - 1):
         fn()
-    _sync(device)
-    timer = Timer(stmt="fn()", globals={"fn": fn}, num_threads=threads or torch.get_num_threads())
-    if timing.method == Method.adaptive:
-        m = timer.adaptive_autorange(threshold=timing.threshold, min_run_time=timing.min_run_time,
-                                     max_run_time=timing.max_run_time)
-    else:
-        m = timer.blocked_autorange(min_run_time=timing.min_run_time)
-    return TimingResult(tuple(m.times))
+    last = clock.time(fn, 1) if timing.warmup > 0 else None
+    synchronize(device)
+    return last
+
+
+def time_call(fn: Callable[[], Any], timing: Timing, device: torch.device, threads: Optional[int] = None,
+              *, clock=None, cap_s: Optional[float] = None, warm: bool = True,
+              once: Optional[float] = None) -> TimingResult:
+    """Warm timing of `fn()` after `timing.warmup` untimed calls (unless `warm=False`: done already,
+    `once` its last call's time): back-to-back calls in blocks of at least BLOCK_S, until the
+    stopping rule of `timing.method` (harness.measure.stopping)."""
+    clock = clock or clock_for(device)
+    stopping = stopping_for(timing).within(cap_s)
+    with _threads(threads):
+        if warm:
+            once = warm_up(fn, timing, device, clock)
+        block = block_size(fn, clock, stopping, timing.min_samples, once)
+        return sample(fn, clock, stopping, block=block, min_samples=timing.min_samples)
+
+
+def time_cold(fn: Callable[[], Any], timing: Timing, device: torch.device, threads: Optional[int] = None,
+              *, clock=None, flush: Optional[Callable[[], Any]] = None, cap_s: Optional[float] = None) -> TimingResult:
+    """Cold timing: one call per sample, each after the device's caches are overwritten
+    (harness.measure.flush); only the call is timed, never the flush."""
+    clock = clock or clock_for(device)
+    flush = flush or Flusher(device)
+    with _threads(threads):
+        return sample(fn, clock, stopping_for(timing).within(cap_s), block=1, prepare=flush,
+                      min_samples=timing.min_samples)
+
+
+@contextlib.contextmanager
+def _threads(threads: Optional[int]):
+    """Timing at the job's thread count (as torch.utils.benchmark.Timer's num_threads)."""
+    if not threads or threads == torch.get_num_threads():
+        yield
+        return
+    saved = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved)

@@ -47,6 +47,10 @@ def enrich(df: pd.DataFrame) -> pd.DataFrame:
            .groupby(CASE, dropna=False)["time_median_s"].min().rename("_ref"))
     df = df.join(ref, on=CASE)
     df["speedup"] = (df["_ref"] / df["time_median_s"]).where(timed & df["status"].isin(["ok", "incorrect"]))
+    # the speedup's interval from this row's 95% interval of its median (the reference's median held fixed)
+    df["speedup_low"] = (df["_ref"] / df["time_ci_high_s"]).where(df["speedup"].notna())
+    df["speedup_high"] = (df["_ref"] / df["time_ci_low_s"]).where(df["speedup"].notna())
+    df["cold_ratio"] = df["cold_median_s"] / df["time_median_s"]
     df = df.drop(columns="_ref")
     df["pct_peak"] = 100 * df["gflops"] / df["peak_gflops"]
     rankable = df[ok & timed]
@@ -115,9 +119,22 @@ def environment_summary(df: pd.DataFrame) -> dict[str, str]:
     if len(peaks):
         env["measured peak (matmul)"] = ", ".join(f"{d} {t}: {v:,.0f} GFLOP/s" for (d, t), v in peaks.items())
     env["rows"] = f"{len(df)} ({', '.join(f'{n} {s}' for s, n in df['status'].value_counts().items())})"
+    warnings = []
     if df["concurrent"].fillna(False).any():
-        env["warning"] = (f"{int(df['concurrent'].fillna(False).sum())} rows were timed while other jobs "
-                          "may have shared the device: their times are noisy")
+        warnings.append(f"{int(df['concurrent'].fillna(False).sum())} rows were timed while other jobs "
+                        "may have shared the device: their times are noisy")
+    noisy = df["noisy"].fillna(False)
+    if noisy.any():
+        warnings.append(f"{int(noisy.sum())} of {int(df['noisy'].notna().sum())} timed rows are noisy "
+                        "(marked ~ in the table; see noisy_reason)")
+    if df["throttled"].fillna(False).any():
+        warnings.append(f"{int(df['throttled'].fillna(False).sum())} rows were timed on a throttled GPU")
+    unfit = sorted({str(v) for v in df["machine_warning"].dropna() if str(v)})
+    if unfit:
+        warnings.append("machine unfit to time at job start: " + " | ".join(unfit[:3]) +
+                        (f" (+{len(unfit) - 3} more)" if len(unfit) > 3 else ""))
+    if warnings:
+        env["warning"] = "; ".join(warnings)
     return env
 
 

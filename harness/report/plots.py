@@ -176,7 +176,12 @@ def speedup(df: pd.DataFrame):
             ok = s[s["status"] == "ok"]
             bad = s[s["status"] != "ok"]
             y = ok["case"].map(ypos).astype("float64") + (list(pal).index(impl) - (len(pal) - 1) / 2) * 0.12
-            ax.scatter(ok["speedup"], y, color=pal[impl], s=36, zorder=3, edgecolor="white", lw=0.5)
+            err = np.array([(ok["speedup"] - ok["speedup_low"]).clip(lower=0).fillna(0),
+                            (ok["speedup_high"] - ok["speedup"]).clip(lower=0).fillna(0)])
+            ax.errorbar(ok["speedup"], y, xerr=err, fmt="none", ecolor=pal[impl], elinewidth=1, capsize=2, zorder=2)
+            quiet = ~ok["noisy"].fillna(False).astype(bool)
+            ax.scatter(ok["speedup"][quiet], y[quiet], color=pal[impl], s=36, zorder=3, edgecolor="white", lw=0.5)
+            ax.scatter(ok["speedup"][~quiet], y[~quiet], color="white", s=36, zorder=3, edgecolor=pal[impl], lw=1.2)
             win = ok[ok["winner"]]
             ax.scatter(win["speedup"], y[ok["winner"]], marker="*", s=240, color=pal[impl],
                        edgecolor="black", lw=0.8, zorder=4)
@@ -195,7 +200,8 @@ def speedup(df: pd.DataFrame):
         ax.set_yticks(range(len(order)), order)
         ax.set_ylim(len(order) - 0.5, -0.5)
     handles = [Line2D([], [], marker="o", ls="", color=c, label=i) for i, c in pal.items()]
-    handles += [Line2D([], [], marker="*", ls="", color="0.6", mec="black", ms=13, label="fastest correct"),
+    handles += [Line2D([], [], marker="o", ls="", color="white", mec="0.4", label="noisy (see noisy_reason)"),
+                Line2D([], [], marker="*", ls="", color="0.6", mec="black", ms=13, label="fastest correct"),
                 Line2D([], [], marker="X", ls="", color="none", mec="#c00", ms=8, label="incorrect (not ranked)")]
     _legend(fig, handles)
     fig.suptitle(f"Speedup against {REFERENCE} per shape (right of the line is faster)")
@@ -370,7 +376,8 @@ PLOTS = [
      time_vs_size),
     ("speedup", f"Speedup against {REFERENCE}",
      f"{REFERENCE}'s median time divided by each implementation's, per shape (log scale, > 1 is faster). "
-     "A star marks the fastest correct implementation; a red X is an incorrect result, never ranked.", speedup),
+     "A star marks the fastest correct implementation; a red X is an incorrect result, never ranked. Error bars: "
+     "the 95% confidence interval of each median (order statistics); hollow points are noisy rows.", speedup),
     ("throughput", "Achieved GFLOP/s and % of peak",
      "Effective GFLOP/s per shape (the direct method's FLOP count over the time, so a method that "
      "does less arithmetic, like FFT on large kernels, can pass the peak); the dashed red line is the "

@@ -50,8 +50,12 @@ def display_table(df: pd.DataFrame) -> pd.DataFrame:
         "dtype": df["dtype"].fillna(""),
         "pass": df["pass"].fillna(""),
         "status": df["status"].fillna("") + df["winner"].map({True: " ★", False: ""}),
-        "median": df["time_median_s"].map(_fmt_time),
+        "median": df["noisy"].map({True: "~ ", False: ""}).fillna("") + df["time_median_s"].map(_fmt_time),
+        "95% CI": [f"{_fmt_time(lo)}–{_fmt_time(hi)}" if pd.notna(lo) else ""
+                   for lo, hi in zip(df["time_ci_low_s"], df["time_ci_high_s"])],
         "IQR": df["time_iqr_s"].map(_fmt_time),
+        "cold": df["cold_median_s"].map(_fmt_time),
+        "first call": df["first_call_s"].map(_fmt_time),
         "GFLOP/s": df["gflops"].map(lambda v: _fmt(v, ",.1f")),
         "% peak": df["pct_peak"].map(lambda v: _fmt(v, ".0f")),
         f"× {REFERENCE}": df["speedup"].where(df["status"] == "ok").map(lambda v: _fmt(v, ".3g")),

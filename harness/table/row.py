@@ -48,19 +48,35 @@ class Row:
     # timing
     time_median_s: Optional[float] = None
     time_iqr_s: Optional[float] = None
+    time_ci_low_s: Optional[float] = None
+    time_ci_high_s: Optional[float] = None
     n_runs: Optional[int] = None
     samples: Optional[str] = None
+    cold_median_s: Optional[float] = None
+    cold_iqr_s: Optional[float] = None
+    cold_ci_low_s: Optional[float] = None
+    cold_ci_high_s: Optional[float] = None
+    cold_samples: Optional[str] = None
+    first_call_s: Optional[float] = None
+    noisy: Optional[bool] = None
+    noisy_reason: str = ""
     flops: Optional[float] = None
     gflops: Optional[float] = None
     peak_gflops: Optional[float] = None
     peak_mem_bytes: Optional[float] = None
     concurrent: bool = False
+    gpu_clock_mhz: Optional[float] = None
+    throttled: Optional[bool] = None
     # environment, identical for all rows of a job
     torch: str = ""
     cuda: str = ""
     cudnn: str = ""
     cpu: str = ""
     threads: Optional[int] = None
+    cpu_governor: str = ""
+    load_avg: Optional[float] = None
+    other_cpu_pct: Optional[float] = None
+    machine_warning: str = ""
     git_rev: str = ""
     git_dirty: Optional[bool] = None
     host: str = ""

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from enum import Enum
 
-# 1: the first stored tables (no `table_version` column). 2: `table_version` added.
-# (still 2: `checked_calls`, `deterministic`, `repeat_max_diff`, `err_vs_vendor` were added without a bump:
-# older version-2 tables read them as NA, and no existing column changed meaning.)
-TABLE_VERSION = 2
+# 1: the first stored tables (no `table_version` column). 2: `table_version` added. 3: cold timings,
+# first-call time, confidence intervals, `noisy`, the machine's fitness to time, and the verdict's
+# repeated checks (`checked_calls`, `deterministic`, `repeat_max_diff`) and `err_vs_vendor`.
+TABLE_VERSION = 3
 
 
 class Status(str, Enum):
@@ -75,21 +75,37 @@ COLUMNS: dict[str, tuple[str, str]] = {
     "repeat_max_diff": ("float64", "largest absolute difference between the checked calls' results (0 when deterministic)"),
     "err_vs_vendor": ("float64", "rel_err / cudnn's rel_err for the same case (sweep, host, device, dtype, pass); the vendor's error floored at the dtype's unit roundoff. Added when a sweep's table is aggregated"),
     # timing
-    "time_median_s": ("float64", "median time of one call, seconds"),
-    "time_iqr_s": ("float64", "interquartile range of the timed samples, seconds"),
-    "n_runs": ("Int64", "number of timed samples"),
-    "samples": ("string", "JSON list of per-call times in seconds (for significance tests)"),
+    "time_median_s": ("float64", "median time of one call with warm caches (back-to-back calls), seconds"),
+    "time_iqr_s": ("float64", "interquartile range of the warm samples, seconds"),
+    "time_ci_low_s": ("float64", "lower end of the 95% confidence interval of the warm median (order statistics)"),
+    "time_ci_high_s": ("float64", "upper end of the 95% confidence interval of the warm median (order statistics)"),
+    "n_runs": ("Int64", "number of warm samples"),
+    "samples": ("string", "JSON list of warm per-call times in seconds (for significance tests)"),
+    "cold_median_s": ("float64", "median time of one call after the device's last cache was overwritten, seconds"),
+    "cold_iqr_s": ("float64", "interquartile range of the cold samples, seconds"),
+    "cold_ci_low_s": ("float64", "lower end of the 95% confidence interval of the cold median"),
+    "cold_ci_high_s": ("float64", "upper end of the 95% confidence interval of the cold median"),
+    "cold_samples": ("string", "JSON list of cold per-call times in seconds, one call per sample"),
+    "first_call_s": ("float64", "time of the first call on the case, before warm-up, from a fresh state"),
+    "noisy": ("boolean", "a timing is not trustworthy: see noisy_reason"),
+    "noisy_reason": ("string", "why: too few samples, std >= 10% of mean, min/max >= 50% from mean, or capped"),
     "flops": ("float64", "floating point operations: forward 2*N*Cout*Hout*Wout*(Cin/g)*kh*kw, backward twice"),
     "gflops": ("float64", "achieved GFLOP/s = flops / time_median_s / 1e9"),
     "peak_gflops": ("float64", "measured large-matmul GFLOP/s of this device and dtype (the roofline ceiling)"),
     "peak_mem_bytes": ("float64", "peak memory allocated during the call, above what was live before it"),
     "concurrent": ("boolean", "another timing job may have shared the device while this row was measured"),
+    "gpu_clock_mhz": ("float64", "lowest SM clock read before and after the timings (CUDA), MHz"),
+    "throttled": ("boolean", "the GPU was throttled (thermal/power reason, or SM clock < 75% of max) while timed"),
     # environment, identical for all rows of a job
     "torch": ("string", "torch version"),
     "cuda": ("string", "CUDA version torch was built with, empty on CPU builds"),
     "cudnn": ("string", "cuDNN version, empty without CUDA"),
     "cpu": ("string", "CPU model"),
     "threads": ("Int64", "torch intra-op threads used for timing"),
+    "cpu_governor": ("string", "CPU frequency governor at job start, empty when unreadable"),
+    "load_avg": ("float64", "1-minute load average at job start"),
+    "other_cpu_pct": ("float64", "% of all CPUs used by other processes at job start"),
+    "machine_warning": ("string", "why the machine was unfit to time at job start, else empty"),
     "git_rev": ("string", "git revision of convbench"),
     "git_dirty": ("boolean", "uncommitted changes in the checkout when the row was measured"),
     "host": ("string", "host name"),

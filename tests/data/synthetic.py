@@ -99,7 +99,11 @@ def fabricate_results(seed: int = 0, scale: dict | None = None, n_runs: int = 15
                                    max_abs_err=rel * 3, time_median_s=float(np.median(samples)),
                                    time_iqr_s=float(np.subtract(*np.percentile(samples, [75, 25]))),
                                    n_runs=n_runs, samples=json.dumps(samples.tolist()),
-                                   peak_mem_bytes=float(n * c_out * h * h * 4))
+                                   peak_mem_bytes=float(n * c_out * h * h * 4),
+                                   time_ci_low_s=float(np.sort(samples)[n_runs // 4]),
+                                   time_ci_high_s=float(np.sort(samples)[-1 - n_runs // 4]),
+                                   cold_median_s=float(np.median(samples)) * 1.5, first_call_s=float(t) * 3,
+                                   noisy=impl == "loop", noisy_reason="warm: std 12% of mean" if impl == "loop" else "")
                         row["gflops"] = flops / row["time_median_s"] / 1e9
                     else:
                         row["correct"] = False if status == "error" else pd.NA

@@ -1,0 +1,100 @@
+"""What a list of timing samples says: median, IQR, a 95% confidence interval of the median, and
+whether the samples are too unstable to trust (pyperf's rules).
+
+The interval is the order-statistic (binomial) interval, not a bootstrap: with n samples sorted, the
+median lies between the j-th and the (n+1-j)-th with probability 1 - 2 P(B < j), B ~ Binomial(n, 1/2),
+whatever the distribution (only independence is assumed). j is the largest rank that keeps this at
+least 95% (`scipy.stats.quantile_test` computes the same interval). It needs no resampling, so the
+noise stopping rule can ask for it after every sample. Fewer than 6 samples cannot give 95%: the
+interval is then (min, max) and the timing is unstable."""
+from __future__ import annotations
+
+import functools
+import json
+import statistics
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+from scipy.stats import binom
+
+CONFIDENCE = 0.95
+MIN_SAMPLES = 10          # pyperf-style "too few samples" below this (also Timing.min_samples' default)
+MAX_STD_OF_MEAN = 0.10    # pyperf: the standard deviation is >= 10% of the mean
+MAX_FROM_MEAN = 0.50      # pyperf: the minimum or the maximum is >= 50% away from the mean
+
+
+@functools.lru_cache(maxsize=4096)
+def ci_ranks(n: int, confidence: float = CONFIDENCE) -> Optional[tuple[int, int]]:
+    """0-based indices (lo, hi) into the sorted samples bounding the median with >= `confidence`;
+    None when n is too small for that confidence."""
+    alpha = (1 - confidence) / 2
+    m = int(binom.ppf(alpha, n, 0.5))          # smallest m with P(B <= m) >= alpha
+    if binom.cdf(m, n, 0.5) > alpha:
+        m -= 1                                  # largest m with P(B <= m) <= alpha
+    if m < 0:
+        return None
+    return m, n - 1 - m
+
+
+@dataclass(frozen=True)
+class TimingResult:
+    """Raw per-call times in, statistics derived, as torch.utils.benchmark's Measurement: the samples
+    are the record (compare's significance tests read them), every figure is computed from them.
+    `capped`: sampling stopped at max_run_time (or the budget) before its stopping rule was met."""
+    samples: tuple[float, ...]
+    capped: bool = False
+    min_samples: int = MIN_SAMPLES
+
+    @property
+    def n_runs(self) -> int:
+        return len(self.samples)
+
+    @property
+    def median(self) -> float:
+        return float(np.median(self.samples))
+
+    @property
+    def iqr(self) -> float:
+        q1, q3 = np.percentile(self.samples, [25, 75])
+        return float(q3 - q1)
+
+    @property
+    def ci(self) -> tuple[float, float]:
+        """95% interval of the median (order statistics); (min, max) when too few samples for 95%."""
+        s = sorted(self.samples)
+        ranks = ci_ranks(len(s))
+        if ranks is None:
+            return float(s[0]), float(s[-1])
+        return float(s[ranks[0]]), float(s[ranks[1]])
+
+    @property
+    def noise(self) -> float:
+        """The interval's half-width relative to the median (what timing.max_noise bounds)."""
+        lo, hi = self.ci
+        med = self.median
+        return (hi - lo) / 2 / med if med > 0 else float("inf")
+
+    @property
+    def unstable(self) -> list[str]:
+        """Why these samples cannot be trusted (empty: they can). pyperf's checks, plus the cap."""
+        why = []
+        n = len(self.samples)
+        if n < self.min_samples or ci_ranks(n) is None:
+            why.append(f"only {n} samples")
+        if n >= 2:
+            mean = statistics.fmean(self.samples)
+            std = statistics.stdev(self.samples)
+            if mean > 0 and std >= MAX_STD_OF_MEAN * mean:
+                why.append(f"std {std / mean:.0%} of mean")
+            if mean > 0 and max(self.samples) - mean >= MAX_FROM_MEAN * mean:
+                why.append(f"max {(max(self.samples) - mean) / mean:.0%} above mean")
+            if mean > 0 and mean - min(self.samples) >= MAX_FROM_MEAN * mean:
+                why.append(f"min {(mean - min(self.samples)) / mean:.0%} below mean")
+        if self.capped:
+            why.append("stopped at max_run_time before its stopping rule was met")
+        return why
+
+    @property
+    def samples_json(self) -> str:
+        return json.dumps([float(f"{t:.6g}") for t in self.samples])

@@ -1,0 +1,87 @@
+"""When to stop sampling, nvbench style: each criterion is a small class with its own defaults, and a
+`Stopping` rule is "every criterion met" with a cap (max_run_time, or what is left of the budget).
+Elapsed time is the sampling loop's wall time (cold timings include the flushes), so the cap bounds
+what a row costs, not just what is measured."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Protocol, Sequence
+
+import numpy as np
+
+from harness.config import Method, Timing
+
+from .stats import TimingResult
+
+
+class Criterion(Protocol):
+    def met(self, samples: Sequence[float], elapsed: float) -> bool: ...
+
+
+@dataclass(frozen=True)
+class MinTime:
+    """Sample for at least this many seconds (torch.utils.benchmark's min_run_time)."""
+    seconds: float = 0.1
+
+    def met(self, samples, elapsed):
+        return elapsed >= self.seconds
+
+
+@dataclass(frozen=True)
+class MinSamples:
+    """At least this many samples (nvbench's min_samples): spread and an interval need several."""
+    n: int = 10
+
+    def met(self, samples, elapsed):
+        return len(samples) >= self.n
+
+
+@dataclass(frozen=True)
+class IqrBelow:
+    """IQR / median below a threshold (torch.utils.benchmark's adaptive_autorange rule)."""
+    threshold: float = 0.1
+
+    def met(self, samples, elapsed):
+        if len(samples) < 4:
+            return False
+        q1, med, q3 = np.percentile(samples, [25, 50, 75])
+        return med > 0 and (q3 - q1) / med < self.threshold
+
+
+@dataclass(frozen=True)
+class CiWithin:
+    """The median's 95% interval within +-max_noise of the median (nvbench's noise criterion, with the
+    order-statistic interval in place of the standard deviation)."""
+    max_noise: float = 0.02
+
+    def met(self, samples, elapsed):
+        return TimingResult(tuple(samples)).noise <= self.max_noise
+
+
+@dataclass(frozen=True)
+class Stopping:
+    """Stop when every criterion is met (`done`), or at `cap_s` seconds whatever (`capped`)."""
+    criteria: tuple[Criterion, ...] = (MinTime(), MinSamples())
+    cap_s: float = 0.5
+
+    def done(self, samples, elapsed) -> bool:
+        return all(c.met(samples, elapsed) for c in self.criteria)
+
+    def capped(self, elapsed: float, next_sample_s: float = 0.0) -> bool:
+        """True once the cap is reached, or would be by the next sample (which would overrun it)."""
+        return elapsed + next_sample_s >= self.cap_s
+
+    def within(self, cap_s: Optional[float]) -> "Stopping":
+        """The same rule with the cap lowered to `cap_s` (what is left of a budget); None: unchanged."""
+        if cap_s is None or cap_s >= self.cap_s:
+            return self
+        return Stopping(self.criteria, max(cap_s, 0.0))
+
+
+def stopping_for(timing: Timing) -> Stopping:
+    criteria: list[Criterion] = [MinTime(timing.min_run_time), MinSamples(timing.min_samples)]
+    if timing.method == Method.adaptive:
+        criteria.append(IqrBelow(timing.threshold))
+    elif timing.method == Method.noise:
+        criteria.append(CiWithin(timing.max_noise))
+    return Stopping(tuple(criteria), timing.max_run_time)
