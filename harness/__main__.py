@@ -14,6 +14,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from .capture import expand_suite
 from .config import check_impl, import_plugins, register_configs, to_config
 
 register_configs()
@@ -38,7 +39,8 @@ def app(cfg: DictConfig) -> int:
         import_plugins(conf.plugins)
         if not multirun:
             check_impl(conf.impl)  # a multirun checked every impl in on_multirun_start
-    except ValueError as exc:      # UnknownImplementation is a ValueError: its message lists the names
+        conf = expand_suite(conf)  # suite=model: capture the model's conv shapes (harness.capture)
+    except ValueError as exc:      # UnknownImplementation and CaptureError are ValueErrors naming the fix
         sys.exit(f"convbench: {exc}")
     sweep_dir = Path(hc.sweep.dir) if multirun else out_dir
     from .measure.job import run_job
