@@ -20,6 +20,7 @@ import pandas as pd
 from harness.table.schema import FAILURES, NOT_RUN
 
 from .analysis import REFERENCE, enrich, environment_summary, load_results, summary
+from .totals import TOTALS_LEGEND, network_totals, totals_tables
 
 
 # ------------------------------------------------------------------------------------ formatting
@@ -148,7 +149,13 @@ def write_report(sweep_dir: pathlib.Path) -> pathlib.Path:
 
     md = [f"# {title}", "", "## Environment", ""]
     md += [f"- **{k}**: {v}" for k, v in env.items()]
-    md += ["", "## Summary", "", legend, "", markdown_table(summ), "", "## Plots", ""]
+    md += ["", "## Summary", "", legend, "", markdown_table(summ), ""]
+    totals = totals_tables(network_totals(df), _fmt_time)
+    if totals:
+        md += ["## Network totals", "", TOTALS_LEGEND, ""]
+        for key, t in totals.items():
+            md += [f"### {' · '.join(key)}", "", markdown_table(t), ""]
+    md += ["## Plots", ""]
     for t, cap, path in figures:
         md += [f"### {t}", "", cap, "", f"![{t}]({path.name})", ""]
     if not figures:
@@ -161,7 +168,11 @@ def write_report(sweep_dir: pathlib.Path) -> pathlib.Path:
         cls = ' class="warning"' if k == "warning" else ""
         body.append(f"<dt{cls}>{html.escape(k)}</dt><dd{cls}>{html.escape(v)}</dd>")
     body += ["</dl>", "<h2>Summary</h2>", f"<p>{html.escape(legend).replace('`', '')}</p>",
-             html_table(summ), "<h2>Plots</h2>"]
+             html_table(summ)]
+    if totals:
+        body += ["<h2>Network totals</h2>", f"<p>{html.escape(TOTALS_LEGEND)}</p>"]
+        body += [f"<h3>{html.escape(' · '.join(key))}</h3>{html_table(t)}" for key, t in totals.items()]
+    body.append("<h2>Plots</h2>")
     for t, cap, path in figures:
         data = base64.b64encode(path.read_bytes()).decode("ascii")
         body.append(f'<figure><h3>{html.escape(t)}</h3><figcaption>{html.escape(cap)}</figcaption>'
