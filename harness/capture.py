@@ -337,7 +337,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--device", default="auto", choices=("auto", "meta", "cpu"),
                         help="where the forward pass runs (auto: meta, else cpu)")
     parser.add_argument("--force", action="store_true", help="overwrite an existing suite file")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     try:
         name = args.name or suite_name(args.model)
         if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", name):

@@ -25,6 +25,7 @@ import argparse
 import copy
 import datetime as dt
 import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -167,7 +168,7 @@ def check_impl_on_model(model: nn.Module, impl: str, ref: Reference, dtype: torc
         with deadline(opts.budget_s):
             m = copy.deepcopy(model).to(device, dtype)
             swapped, skipped = swap_convs(m, impl)
-            x = ref.x.to(dtype).requires_grad_()
+            x = ref.x.to(dtype).clone().requires_grad_()  # a copy: .to() of the same dtype would share ref.x
             out = first_tensor(m(x))
             verdict(rows[FORWARD], {"output": out}, {"output": ref.out})
 
@@ -207,6 +208,29 @@ def check_impl_on_model(model: nn.Module, impl: str, ref: Reference, dtype: torc
     return rows, swapped, skipped
 
 
+def _check_dtype(model: nn.Module, target: str, sizes: tuple[int, ...], dname: str, opts: Options,
+                 device: torch.device, base: dict, console: Console) -> list[Row]:
+    """The float64 reference for one dtype, then every implementation's two rows in it."""
+    dtype = DTYPES[dname]
+    with console.status(f"float64 reference for {dname}"):
+        try:
+            ref = reference(model, sizes, dtype, device, opts.seed)
+        except Exception as exc:
+            raise CaptureError(f"{target}: the forward pass on a {','.join(map(str, sizes))} input failed "
+                               f"({type(exc).__name__}: {exc}). Is --input the shape this model expects?") from exc
+    rows = []
+    for impl in opts.impl:
+        with console.status(f"{impl} {dname}"):
+            result, swapped, skipped = check_impl_on_model(model, impl, ref, dtype, device, opts)
+        label = f"input {','.join(map(str, sizes))}, {swapped} nn.Conv2d swapped"
+        label += f", {skipped} Conv2d subclasses kept" if skipped else ""
+        for row in result.values():
+            for k, v in dict(base, impl=impl, dtype=dname, shape=label).items():
+                setattr(row, k, v)
+            rows.append(row)
+    return rows
+
+
 def run_check(target: str, sizes: tuple[int, ...], kwargs: dict[str, Any], opts: Options, name: str,
               out_dir: Path, console: Optional[Console] = None) -> "pandas.DataFrame":  # noqa: F821
     """Every implementation x dtype of the swap check; writes the table and report into `out_dir`."""
@@ -223,30 +247,17 @@ def run_check(target: str, sizes: tuple[int, ...], kwargs: dict[str, Any], opts:
         raise CaptureError(f"{target} has no nn.Conv2d module: nothing to swap")
     threads = opts.threads or torch.get_num_threads()
     saved_threads = torch.get_num_threads()
-    torch.set_num_threads(threads)
     env = environment(device, threads)
     shape = dict(zip(("n", "c_in", "h", "w"), sizes)) if len(sizes) == 4 else {}
     base = dict(env, sweep=f"{out_dir.parent.name}/{out_dir.name}", job=0, suite=f"network:{name}", model=target,
                 layer=LAYER, count=1, device=str(device), **shape)
     rows: list[Row] = []
     try:
-        for dname in opts.dtype:
-            dtype = DTYPES[dname]
-            with console.status(f"float64 reference for {dname}"):
-                try:
-                    ref = reference(model, sizes, dtype, device, opts.seed)
-                except Exception as exc:
-                    raise CaptureError(f"{target}: the forward pass on a {','.join(map(str, sizes))} input failed "
-                                       f"({type(exc).__name__}: {exc}). Is --input the shape this model expects?") from exc
-            for impl in opts.impl:
-                with console.status(f"{impl} {dname}"):
-                    result, swapped, skipped = check_impl_on_model(model, impl, ref, dtype, device, opts)
-                label = f"input {','.join(map(str, sizes))}, {swapped} nn.Conv2d swapped"
-                label += f", {skipped} Conv2d subclasses kept" if skipped else ""
-                for row in result.values():
-                    for k, v in dict(base, impl=impl, dtype=dname, shape=label).items():
-                        setattr(row, k, v)
-                    rows.append(row)
+        torch.set_num_threads(threads)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "Using padding='same'", UserWarning)  # even kernels copy, as designed
+            for dname in opts.dtype:
+                rows += _check_dtype(model, target, sizes, dname, opts, device, base, console)
     finally:
         torch.set_num_threads(saved_threads)
     df = frame(rows)
@@ -259,7 +270,7 @@ def print_summary(df, console: Console) -> None:
     table = Table(title=f"Swap-every-conv check: {df['model'].iloc[0]} ({df['shape'].iloc[0].split(',  ')[0]})",
                   title_justify="left", box=None, show_edge=False, pad_edge=False)
     for col in ("impl", "dtype", "output err", "grad err", "tol", "forward", "fwd+bwd", "status"):
-        table.add_column(col, no_wrap=True)
+        table.add_column(col, no_wrap=True, min_width=9 if col == "status" else len(col))
     for (impl, dtype), g in df.groupby(["impl", "dtype"], sort=False):
         f, t = g[g["pass"] == FORWARD].iloc[0], g[g["pass"] == TRAIN].iloc[0]
         status = f["status"] if f["status"] == t["status"] else f"{f['status']}/{t['status']}"
@@ -291,7 +302,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help=f"options ({', '.join(sorted(OPTION_KEYS))}) or factory keyword arguments")
     parser.add_argument("--name", help="the network's name in the table (suite network:NAME; default: the factory's)")
     parser.add_argument("--out", help="output folder (default results/network/NAME/DATE_TIME)")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     console = Console()
     try:
         opts, factory_words = split_words(args.words)

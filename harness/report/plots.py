@@ -175,7 +175,8 @@ def speedup(df: pd.DataFrame):
         for impl, s in sub.groupby("impl"):
             ok = s[s["status"] == "ok"]
             bad = s[s["status"] != "ok"]
-            y = ok["case"].map(ypos) + (list(pal).index(impl) - (len(pal) - 1) / 2) * 0.12
+            # astype: mapping an empty string column keeps its string dtype (an implementation with no ok row)
+            y = ok["case"].map(ypos).astype(float) + (list(pal).index(impl) - (len(pal) - 1) / 2) * 0.12
             ax.scatter(ok["speedup"], y, color=pal[impl], s=36, zorder=3, edgecolor="white", lw=0.5)
             win = ok[ok["winner"]]
             ax.scatter(win["speedup"], y[ok["winner"]], marker="*", s=240, color=pal[impl],
