@@ -105,7 +105,7 @@ def swap_convs(model: nn.Module, impl: str) -> tuple[int, int]:
     done: dict[int, nn.Module] = {}
     skipped = set()
     for parent in list(model.modules()):
-        for name, child in list(parent.named_children()):
+        for name, child in list(parent._modules.items()):  # every slot: named_children() skips a second alias
             if type(child) in swappable:
                 if id(child) not in done:
                     done[id(child)] = implementations.Conv2d.from_conv(child, impl=impl)

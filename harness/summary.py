@@ -64,14 +64,23 @@ def summarize(df: pd.DataFrame, console: Console | None = None, max_shapes: int 
                           markup=False, highlight=False, no_wrap=True, overflow="ellipsis")
 
 
+def _time(t: float) -> str:
+    return f"{t:.3g}s" if t >= 1 else _ms(t)
+
+
 def print_totals(df: pd.DataFrame, console: Console) -> None:
     """Suites captured from a model: per device and dtype, each implementation's network total
-    (sum of count x median) per pass, the best-per-layer mix and × cudnn (harness.report.totals)."""
-    for (suite, device, dtype), t in totals_tables(network_totals(df), _ms).items():
+    (sum of count x median) per pass, the best-per-layer mix and × cudnn (harness.report.totals),
+    then why an implementation has no total."""
+    for (suite, device, dtype), t in totals_tables(network_totals(df), _time).items():
         table = Table(title=f"Network totals: {suite}, {device} {dtype} (sum of count × median)", title_justify="left",
                       show_edge=False, pad_edge=False, box=None)
-        for col in t.columns:
-            table.add_column(col, no_wrap=col != "note", overflow="fold")
-        for row in t.itertuples(index=False):
+        columns = [c for c in t.columns if c != "note"]
+        for col in columns:  # 'forward ×cudnn' -> '×cudnn': the pass is the column before
+            table.add_column(col.split(" ")[-1] if "×" in col else col, no_wrap=True)
+        for row in t[columns].itertuples(index=False):
             table.add_row(*map(str, row))
         console.print(table)
+        for impl, note in zip(t["impl"], t["note"]):
+            if note:
+                console.print(f"  {impl}: {note}", markup=False, highlight=False)

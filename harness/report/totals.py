@@ -126,8 +126,11 @@ def totals_tables(tot: pd.DataFrame, fmt_time: Callable[[float], str]) -> dict[t
                 notes = {passes[-1]: notes[passes[-1]]}  # the mix's picks: the last pass's are what a module runs
             if len(set(notes.values())) == 1 and (len(notes) == len(passes) or impl == MIX):
                 row["note"] = next(iter(notes.values()))
-            else:
-                row["note"] = "; ".join(f"{SHORT.get(p, p)}: {n}" for p, n in notes.items())
+            else:  # passes with the same note share it
+                same: dict[str, list[str]] = {}
+                for p, n in notes.items():
+                    same.setdefault(n, []).append(SHORT.get(p, p))
+                row["note"] = "; ".join(f"{', '.join(ps)}: {n}" for n, ps in same.items())
             rows.append(row)
         tables[key] = pd.DataFrame(rows)
     return tables
