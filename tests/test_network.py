@@ -14,7 +14,6 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
-import implementations
 from harness import capture as cap
 from harness import network
 from harness.config import Shape, Suite
@@ -25,12 +24,25 @@ from harness.table.schema import frame
 
 from conftest import PLUGINS, REPO, run_harness
 
-sys.path.insert(0, str(PLUGINS))
-import broken_convs  # noqa: E402,F401  (registers the planted wrong implementations)
-import tiny_nets  # noqa: E402
-
 TINY = "tiny_nets:tiny_net"
 INPUT = "2,3,16,16"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def plugins_on_path():
+    """tests/plugins on sys.path (tiny_nets) and the planted wrong implementations registered, for this
+    module only: left registered, a test elsewhere looping over implementations.names() would hang."""
+    from implementations import registry
+    sys.path.insert(0, str(PLUGINS))
+    try:
+        import broken_convs  # noqa: F401
+        yield
+    finally:
+        sys.path.remove(str(PLUGINS))
+        for module in ("broken_convs", "tiny_nets"):
+            sys.modules.pop(module, None)
+        for name in [n for n in registry._registry if n.startswith("broken_")]:
+            del registry._registry[name]
 
 
 # ------------------------------------------------------------------------------------------ capture
@@ -162,6 +174,7 @@ def test_swap_replaces_every_plain_conv_and_keeps_shared_ones_shared():
     class Custom(nn.Conv2d):
         pass
 
+    import tiny_nets
     model = tiny_nets.tiny_net()
     model.extra = Custom(3, 3, 1)
     model.alias = model.stem
