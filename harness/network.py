@@ -278,6 +278,11 @@ def print_summary(df, console: Console) -> None:
         table.add_row(impl, dtype, _e(f["rel_err"]), _e(t["rel_err"]), f"{f['tol']:.0e}", _s(f["time_median_s"]),
                       _s(t["time_median_s"]), f"[{colour}]{status}[/]")
     console.print(table)
+    base = df[(df["impl"] == "cudnn") & df["rel_err"].notna()]
+    if len(base):  # cudnn is F.conv2d, what nn.Conv2d runs: its error is the model's own in that dtype
+        worst = base.groupby("dtype", sort=False)["rel_err"].max()
+        console.print("cudnn (F.conv2d, as nn.Conv2d) shows the model's own error per dtype: "
+                      + ", ".join(f"{d} {e:.1e}" for d, e in worst.items()), highlight=False)
     bad = df[df["status"] != "ok"]
     for row in bad.drop_duplicates(["impl", "dtype", "message"]).to_dict("records"):
         console.print(f"  {row['status']:9} {row['impl']} {row['dtype']} {row['pass']}: {str(row['message'])[:150]}",
