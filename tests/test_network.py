@@ -263,3 +263,17 @@ def test_swap_check_cli_exits_1_on_a_planted_wrong_implementation(tmp_path):
     assert bad.returncode == 1 and "incorrect" in bad.stdout
     typo = subprocess.run(cmd[:6] + ["impl=unfld"], cwd=REPO, env=env, capture_output=True, text=True)
     assert typo.returncode == 2 and "known implementations" in typo.stderr
+
+
+def test_an_analytically_zero_gradient_is_judged_against_all_gradients(tmp_path, monkeypatch):
+    """softmax(x + shift): shift's gradient is zero, its float64 value rounding noise. Norm-relative, noise
+    over noise fails every implementation but the reference's own ops (MobileViT's attention key biases)."""
+    opts = network.Options(impl=("unfold",), min_run_time=0.01)
+    df = network.run_check("tiny_nets:shifted_softmax", (2, 3, 8, 8), {}, opts, "s", tmp_path)
+    assert set(df["status"]) == {"ok"}
+    monkeypatch.setattr(network, "ZERO_GRADIENT", 0.0)
+    df = network.run_check("tiny_nets:shifted_softmax", (2, 3, 8, 8), {}, opts, "s", tmp_path)
+    assert set(df[df["pass"] == "forward+backward"]["status"]) == {"incorrect"}
+    # a wrong value where the gradient should be zero still fails
+    rel, _, problem = network._against_scale("grad shift", torch.tensor(1e-3), torch.tensor(1e-20), 1.0, 1e-4)
+    assert rel == pytest.approx(1e-3) and "its reference is zero" in problem

@@ -58,3 +58,21 @@ def no_conv() -> nn.Module:
 
 def not_a_model():
     return 42
+
+
+class ShiftedSoftmax(nn.Module):
+    """A conv, then softmax(x + shift) over the channels: softmax ignores a constant shift, so the shift's
+    gradient is zero and its float64 value is rounding noise (as an attention key bias's in MobileViT)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 6, 3, padding=1)
+        self.shift = nn.Parameter(torch.tensor(0.5))
+        self.out = nn.Conv2d(6, 4, 1)
+
+    def forward(self, x):
+        return self.out(torch.softmax(self.conv(x) + self.shift, dim=1))
+
+
+def shifted_softmax() -> nn.Module:
+    return ShiftedSoftmax()
