@@ -7,7 +7,8 @@ Per implementation and dtype (float64 and float32 by default) the model is deep-
 with the untouched model run in float64 on the same values (the harness's reference): the output
 (`.logits`, or the first tensor returned), then the input's and every parameter's gradient after a
 backward of a fixed random projection `(output * P).sum()`. Errors are the harness's norm-relative
-ones (the worst tensor decides) against its per-dtype tolerances (`harness.measure.check`). Then the
+ones (the worst tensor decides) against its per-dtype tolerances (`harness.measure.check`); a gradient
+that is analytically zero (rounding noise in float64) is measured against all gradients' norm. Then the
 whole model is timed with the harness's timer: the forward under `torch.no_grad` (inference), and
 forward + backward (a training step). The model runs in eval mode (no dropout; batch norm uses its
 running statistics), so both runs compute one deterministic function.
