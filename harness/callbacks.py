@@ -3,37 +3,30 @@ report, summary). `on_multirun_start` checks every swept `impl` and `device` val
 first job, so a typo fails the sweep at once instead of after hours of other jobs."""
 from __future__ import annotations
 
+import os
 import sys
+import traceback
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
-from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from .config import check_device, check_impl, import_plugins
+from .config import check_impl, import_plugins
 from .finish import finish
-
-
-def _swept_values(overrides: Iterable[str], key: str) -> list:
-    """Every value `key` takes in these override strings (sweeps expanded)."""
-    values = []
-    for o in OverridesParser.create().parse_overrides(list(overrides)):
-        if o.key_or_group != key or o.is_delete():
-            continue
-        values.extend(o.sweep_string_iterator() if o.is_sweep_override() else [o.value()])
-    return values
+from .overrides import check_overrides, swept_values
 
 
 def check_sweep(config: DictConfig) -> None:
-    """Fail before any job if a swept impl, device or plugin is invalid (messages list the options)."""
+    """Fail before any job if a swept value is invalid: every value the schema checks (including those
+    of `hydra.sweeper.params`, which the command-line check does not see), then plugins and impl names.
+    Values are read as Hydra reads them (`harness.overrides`): dotted paths and quotes work anywhere."""
     overrides = [f"{k}={v}" for k, v in (config.hydra.sweeper.get("params") or {}).items()]
     overrides += list(config.hydra.overrides.task)
-    for plugins in _swept_values(overrides, "plugins") or [config.get("plugins") or []]:
+    check_overrides(overrides)
+    for plugins in swept_values(overrides, "plugins") or [config.get("plugins") or []]:
         import_plugins(list(plugins) if not isinstance(plugins, str) else [plugins])
-    for device in _swept_values(overrides, "device"):
-        check_device(str(device))
-    for impl in _swept_values(overrides, "impl") or [config.impl]:
+    for impl in swept_values(overrides, "impl") or [config.impl]:
         check_impl(str(impl))
 
 
@@ -71,7 +64,10 @@ class ConvbenchCallback(Callback):
         try:
             check_sweep(config)
         except Exception as exc:
-            raise SystemExit(f"convbench: invalid sweep: {exc}") from exc
+            if os.environ.get("HYDRA_FULL_ERROR") == "1":
+                traceback.print_exc()
+            print(f"convbench: invalid sweep: {exc}", file=sys.stderr)
+            raise SystemExit(2) from exc
         for note in overlap_warnings(config) + resume_warnings(config):
             print(f"convbench: warning: {note}", file=sys.stderr)
 

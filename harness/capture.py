@@ -308,8 +308,11 @@ def expand_suite(cfg: Config) -> Config:
     captured now (the same model and input give the same shapes, so resume and aggregation see the
     same cases in every job). A suite that lists shapes is returned as it is."""
     suite = cfg.suite
-    if suite.shapes or not suite.model:
+    if suite.shapes:
         return cfg
+    if not suite.model:
+        raise CaptureError(f"suite {suite.name!r} lists no shapes: give a model to capture them from, "
+                           "suite=model suite.model=package.module:factory suite.input=[1,3,224,224]")
     c = capture(suite.model, suite.input, suite.kwargs)
     name = suite.name if suite.name not in ("", "model") else suite.model
     description = suite.description or f"conv shapes of {suite.model}"

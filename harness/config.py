@@ -43,10 +43,18 @@ DEVICES = ("cpu", "cuda", "cuda:N", "mps", "auto")
 _DEVICE_RE = re.compile(r"^(cpu|cuda|cuda:\d+|mps|auto)$")
 
 
+class ConfigError(ValueError):
+    """A configuration value the schema rejects, as one line: the key, the value, what is allowed."""
+
+    def __init__(self, key: str, value: Any, allowed: str):
+        self.key, self.value, self.allowed = key, value, allowed
+        super().__init__(f"{key}={value} is not valid; expected {allowed}")
+
+
 def check_device(name: str) -> None:
-    """Raise ValueError, listing the valid forms, unless `name` is a device the config accepts."""
+    """Raise ConfigError, listing the valid forms, unless `name` is a device the config accepts."""
     if not _DEVICE_RE.match(str(name)):
-        raise ValueError(f"device={name!r} is not valid; use one of: {', '.join(DEVICES)}")
+        raise ConfigError("device", repr(name), f"one of {', '.join(DEVICES)}")
 
 
 def _pair(value: Any, name: str) -> tuple[int, int]:
@@ -103,13 +111,10 @@ class Suite:
     kwargs: Dict[str, Any] = field(default_factory=dict)  # keyword arguments for the factory
 
     def __post_init__(self) -> None:
-        if not self.shapes and not self.model:
-            raise ValueError(f"suite {self.name!r} has no shapes; list them, or capture them from a model with "
-                             "suite=model suite.model=package.module:factory suite.input=[1,3,224,224]")
         if self.model is not None and ":" not in self.model:
-            raise ValueError(f"suite.model={self.model!r}: name the model factory as package.module:factory")
+            raise ConfigError("suite.model", self.model, "the model factory as package.module:factory")
         if not self.input or not all(isinstance(v, int) and v > 0 for v in self.input):
-            raise ValueError(f"suite.input must be a list of positive sizes like [1,3,224,224], got {list(self.input)}")
+            raise ConfigError("suite.input", list(self.input), "a list of positive sizes like [1,3,224,224]")
 
 
 @dataclass
@@ -121,9 +126,25 @@ class Timing:
     max_run_time: float = 2.0   # adaptive only
 
     def __post_init__(self) -> None:
-        if self.min_run_time <= 0 or self.warmup < 0 or self.max_run_time <= 0:
-            raise ValueError("timing: min_run_time and max_run_time must be > 0 and warmup >= 0, got "
-                             f"{self.min_run_time}, {self.max_run_time}, {self.warmup}")
+        if self.min_run_time <= 0:
+            raise ConfigError("timing.min_run_time", self.min_run_time, "seconds, > 0")
+        if self.max_run_time <= 0:
+            raise ConfigError("timing.max_run_time", self.max_run_time, "seconds, > 0")
+        if self.warmup < 0:
+            raise ConfigError("timing.warmup", self.warmup, "a count of untimed calls, >= 0")
+
+
+@dataclass
+class Check:
+    """How many calls of each pass are checked: the first, a second, and one after the timed runs (so
+    state built up while timing is checked too); more (calls > 3) are made before the timing. The worst
+    decides the verdict; comparing them finds nondeterminism (the `deterministic` column)."""
+    calls: int = 3
+
+    def __post_init__(self) -> None:
+        if isinstance(self.calls, bool) or self.calls < 1:
+            raise ConfigError("check.calls", self.calls, "an integer >= 1 (1: the first call only; "
+                              "2: also one after the timed runs; 3: also a second call)")
 
 
 @dataclass
@@ -136,6 +157,7 @@ class Config:
     dtype: DType = DType.float32
     passes: List[Pass] = field(default_factory=lambda: [Pass.forward, Pass.backward])
     timing: Timing = field(default_factory=Timing)
+    check: Check = field(default_factory=Check)
     threads: Optional[int] = 1           # torch intra-op threads for timing; None: torch's default (all cores).
                                          # 1 keeps numbers steady on a shared machine: 2 threads on 2 busy
                                          # cores stall 10-50 ms per op
@@ -151,15 +173,15 @@ class Config:
     def __post_init__(self) -> None:
         check_device(self.device)
         if not self.passes:
-            raise ValueError(f"passes must name at least one of: {', '.join(p.name for p in Pass)}")
+            raise ConfigError("passes", "[]", f"a list of at least one of: {', '.join(p.name for p in Pass)}")
         if self.batch is not None and self.batch <= 0:
-            raise ValueError(f"batch must be a positive integer or null, got {self.batch}")
+            raise ConfigError("batch", self.batch, "a positive integer, or null for no cap")
         if self.threads is not None and self.threads <= 0:
-            raise ValueError(f"threads must be a positive integer or null, got {self.threads}")
+            raise ConfigError("threads", self.threads, "a positive integer, or null for torch's default")
         if self.budget_s <= 0:
-            raise ValueError(f"budget_s must be positive, got {self.budget_s}")
+            raise ConfigError("budget_s", self.budget_s, "seconds, > 0")
         if not self.impl:
-            raise ValueError("impl must name an implementation")
+            raise ConfigError("impl", "''", "a registered name or package.module:function")
 
 
 def register_configs() -> None:
@@ -191,3 +213,41 @@ def check_impl(name: str) -> None:
     """Raise `UnknownImplementation` (listing the known names) unless `name` resolves."""
     import implementations
     implementations.get(name)
+
+
+def _schema_with_defaults() -> DictConfig:
+    """The schema as a typed OmegaConf node, every default set (a placeholder suite), to try values on."""
+    return OmegaConf.structured(Config(suite=Suite(name="-", shapes=[])))
+
+
+def check_value(key: str, value: Any) -> None:
+    """Raise ConfigError unless the schema accepts `key=value` (its type, then its checks), so a bad
+    value reads like a bad name: one line, before Hydra composes anything. Keys the schema does not
+    have, and config groups (`suite`), are left to Hydra, whose messages suggest the right name."""
+    base = _schema_with_defaults()
+    if key == "suite" or key.startswith("suite.") or OmegaConf.select(base, key, default=_ABSENT) is _ABSENT:
+        return
+    try:
+        OmegaConf.update(base, key, value, merge=True)
+        OmegaConf.to_object(base)
+    except ConfigError:
+        raise
+    except (ValueError, TypeError) as exc:  # omegaconf's ValidationError is a ValueError
+        raise ConfigError(key, value, _what_is_allowed(exc)) from exc
+
+
+_ABSENT = object()
+
+
+def _what_is_allowed(exc: BaseException) -> str:
+    """omegaconf's type errors say what was expected on their first line; keep just that part."""
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    options = re.search(r"expected one of \[(.*)\]", first)
+    if options:
+        return f"one of {options.group(1)}"
+    if "is not a valid bool" in first:
+        return "true or false"
+    kind = re.search(r"could not be converted to (\w+)", first)
+    if kind:
+        return {"Integer": "an integer", "Float": "a number", "Boolean": "true or false"}.get(kind.group(1), kind.group(1))
+    return first

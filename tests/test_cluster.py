@@ -31,7 +31,7 @@ def job_config(impl, **kw):
     return _job_config(impl, **{"budget_s": 60.0, **kw})
 
 
-DEFAULT_IMPLS = {"loop", "unfold", "fft", "cudnn"}
+DEFAULT_IMPLS = {"loop", "unfold", "fft", "cudnn", "winograd"}
 HAS_RAY_PLUGIN = importlib.util.find_spec("hydra_plugins.hydra_ray_launcher") is not None
 
 
@@ -90,7 +90,7 @@ def test_slurm_sbatch_script(tmp_path):
     assert proc.returncode != 0 and "sbatch: fake" in proc.stderr, proc.stderr[-2000:]
     text = script.read_text()
     for line in ["#SBATCH --gpus-per-node=1", "#SBATCH --partition=gpu", "#SBATCH --time=90",
-                 "#SBATCH --array=0-3%3", "#SBATCH --cpus-per-task=4", "#SBATCH --job-name=convbench",
+                 "#SBATCH --array=0-4%3", "#SBATCH --cpus-per-task=4", "#SBATCH --job-name=convbench",
                  "#SBATCH --ntasks-per-node=1", "module load cuda"]:
         assert line in text.splitlines(), f"{line!r} not in:\n{text}"
     assert "submitit.core._submit" in text and text.index("module load cuda") < text.index("srun")

@@ -18,7 +18,7 @@ SUITES = sorted(p.stem for p in (Path(__file__).resolve().parent.parent / "conf"
 
 def test_defaults(compose):
     cfg = compose(hydra=True)
-    assert set(cfg.hydra.sweeper.params.impl.split(",")) == {"loop", "unfold", "fft", "cudnn"}
+    assert set(cfg.hydra.sweeper.params.impl.split(",")) == {"loop", "unfold", "fft", "cudnn", "winograd"}
     conf = _conf(compose)
     assert isinstance(conf, Config)
     assert conf.dtype == DType.float32 and conf.device == "auto" and not conf.allow_tf32

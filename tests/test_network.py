@@ -119,8 +119,12 @@ def test_scale_batch_merges_counts_and_paths():
 
 
 def test_model_suite_without_a_model_says_how_to_give_one(compose):
-    with pytest.raises(Exception, match="suite.model=package.module:factory"):
-        OmegaConf.to_object(compose("suite=model"))
+    from harness.config import ConfigError, to_config
+    conf = to_config(compose("suite=model"))
+    with pytest.raises(cap.CaptureError, match="suite.model=package.module:factory"):
+        cap.expand_suite(conf)
+    with pytest.raises(ConfigError, match="package.module:factory"):
+        to_config(compose("suite=model", "suite.model=no_colon"))
 
 
 def test_model_suite_is_expanded_from_the_model(compose):

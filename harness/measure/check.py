@@ -7,13 +7,15 @@ but a result that is wrong by 0.1% fails in float32."""
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
 
 from .cases import Case
 from .devices import same_device
+from .integrity import InputGuard, as_bits, shared_memory
 
 # About 800 eps for float32 / float64 (reductions over millions of terms), about 10 eps for the
 # 16-bit types, whose eps is already coarse.
@@ -32,11 +34,14 @@ def tolerance(dtype: torch.dtype) -> float:
 
 @dataclass
 class Verdict:
-    """The outcome of checking one pass's tensors."""
+    """The outcome of checking one pass's tensors (of one call, or the worst of several: `RepeatedChecks`)."""
     correct: bool
     rel_err: float
     max_abs_err: float
     message: str = ""
+    calls: int = 1                           # checked calls behind this verdict
+    deterministic: Optional[bool] = None     # bitwise-equal results across them (None: one call)
+    repeat_max_diff: Optional[float] = None  # largest |difference| between their results
 
 
 class NotATensor(TypeError):
@@ -101,3 +106,99 @@ def check_tensors(named: dict[str, object], refs: dict[str, torch.Tensor], dtype
     worst_rel = max(rels) if rels else 0.0
     worst_abs = max(maxes) if maxes else float("nan")
     return Verdict(not problems, worst_rel, worst_abs, "; ".join(problems))
+
+
+# ------------------------------------------------------------------------------ repeated calls
+def repeat_difference(first: torch.Tensor, later: torch.Tensor) -> tuple[bool, float]:
+    """(bitwise equal, largest |difference| over elements finite in both) of two results of one call."""
+    if first.shape != later.shape or first.dtype != later.dtype:
+        return False, float("inf")
+    a, b = first.detach(), later.detach().to(first.device)
+    equal = bool(torch.equal(as_bits(a), as_bits(b)))
+    if equal or a.numel() == 0:
+        return equal, 0.0
+    a, b = a.to(torch.float64), b.to(torch.float64)
+    both = torch.isfinite(a) & torch.isfinite(b)
+    return False, float((a - b)[both].abs().max()) if bool(both.any()) else float("nan")
+
+
+def call_labels(calls: int) -> tuple[list[str], Optional[str]]:
+    """(labels of the checked calls made before the timing, label of the one after it or None):
+    1 -> the first call only; 2 -> the first and one after the timed runs; n >= 3 -> the first, a
+    second, n - 3 more, and one after the timed runs."""
+    before = ["first call"] + (["second call"] if calls >= 3 else []) + [f"call {i}" for i in range(3, calls)]
+    return before, ("call after the timed runs" if calls >= 2 else None)
+
+
+@dataclass
+class RepeatedChecks:
+    """Every checked call of one pass: each is judged against the reference (`check_tensors`), its
+    inputs must be untouched (`InputGuard`) and its outputs not alias them, and its results are
+    compared bitwise with the first call's. The worst call decides the verdict; a call whose results
+    differ from the first only within tolerance stays correct, but `deterministic` says so."""
+    refs: dict[str, torch.Tensor]
+    dtype: torch.dtype
+    device: torch.device
+    guard: InputGuard
+    problems: list[tuple[str, str]] = field(default_factory=list)  # (when, problem)
+    verdicts: list[Verdict] = field(default_factory=list)
+    _first: Optional[dict] = None        # copies of the first call's results
+    _first_live: Optional[dict] = None   # the first call's results themselves (are they overwritten later?)
+    _equal: bool = True
+    _max_diff: float = 0.0
+
+    def check(self, label: str, got: dict[str, object]) -> None:
+        """Judge one call's results (raises NotATensor, like `check_tensors`)."""
+        v = check_tensors(got, self.refs, self.dtype, self.device)
+        problems = ([v.message] if v.message else []) + self.guard.changes() + shared_memory(got, self.guard.live)
+        tensors = {k: t for k, t in got.items() if isinstance(t, torch.Tensor)}
+        if self._first is None:
+            self._first = {k: t.detach().clone() for k, t in tensors.items()}
+            self._first_live = tensors
+        else:
+            for k, t in tensors.items():
+                equal, diff = repeat_difference(self._first[k], t) if k in self._first else (False, float("inf"))
+                self._equal &= equal
+                self._max_diff = max(self._max_diff, diff) if diff == diff else diff
+            for k, t in self._first_live.items():
+                n = int((as_bits(t) != as_bits(self._first[k])).sum())
+                if n:  # e.g. a reused internal buffer returned as the result
+                    problems.append(f"{k} of the first call changed afterwards ({n} elements): the result "
+                                    "is memory the implementation writes again later")
+                    self._first_live = {}
+                    break
+        if problems:
+            v.correct = False
+            self.problems += [(label, p) for p in problems]
+        self.verdicts.append(v)
+
+    def check_untouched_since(self, when: str) -> None:
+        """Inputs modified between checked calls (during the timing) are reported with `when`."""
+        changes = self.guard.changes(when)
+        if changes:
+            self.problems += [("", p) for p in changes]
+            if self.verdicts:
+                self.verdicts[-1].correct = False
+
+    def message(self) -> str:
+        """Each distinct problem once, with the calls it happened in: 'x was modified in place by the
+        call: 196 of 384 elements changed (first call, second call, call after the timed runs)'."""
+        calls: dict[str, list[str]] = {}
+        for label, problem in self.problems:
+            calls.setdefault(problem, [])
+            if label:
+                calls[problem].append(label)
+        n = len(self.verdicts)
+        return "; ".join(f"{p} [{', '.join(labels)}; {n} calls checked]" if labels else p for p, labels in calls.items())
+
+    def verdict(self) -> Verdict:
+        """The worst call decides; repeat columns compare every call with the first."""
+        vs = self.verdicts
+        message = self.message()
+        return Verdict(correct=all(v.correct for v in vs) and not self.problems,
+                       rel_err=max(v.rel_err for v in vs),
+                       max_abs_err=max((v.max_abs_err for v in vs), key=lambda m: -1 if m != m else m),
+                       message=message if len(message) <= 1000 else message[:997] + "...",
+                       calls=len(vs),
+                       deterministic=self._equal if len(vs) > 1 else None,
+                       repeat_max_diff=self._max_diff if len(vs) > 1 else None)

@@ -47,7 +47,9 @@ def make_row(base: dict, s: Shape, pass_: str, r: PassResult, tol: float, peak: 
     row = Row(**base, **shape_columns(s), pass_=pass_, status=r.status, message=r.message, tol=tol,
               peak_gflops=peak, flops=flops(s, pass_), peak_mem_bytes=r.peak_mem, concurrent=r.concurrent)
     if r.verdict is not None:
-        row.correct, row.rel_err, row.max_abs_err = r.verdict.correct, r.verdict.rel_err, r.verdict.max_abs_err
+        v = r.verdict
+        row.correct, row.rel_err, row.max_abs_err = v.correct, v.rel_err, v.max_abs_err
+        row.checked_calls, row.deterministic, row.repeat_max_diff = v.calls, v.deterministic, v.repeat_max_diff
     t = r.timing
     if t is not None:
         row.time_median_s, row.time_iqr_s, row.n_runs, row.samples = t.median, t.iqr, t.n_runs, t.samples_json

@@ -17,7 +17,8 @@ from harness.table.schema import Status
 
 from . import memory
 from .cases import Case, make_case
-from .check import NotATensor, Verdict, check_tensors, reference
+from .check import NotATensor, RepeatedChecks, Verdict, call_labels, reference
+from .integrity import InputGuard
 from .concurrency import DeviceClaim
 from .timing import CaseTimeout, TimingResult, deadline, time_call
 
@@ -31,10 +32,12 @@ class CaseSettings:
     threads: int
     budget_s: float
     seed: int
+    check_calls: int = 3  # checked calls per pass (harness.measure.check.call_labels)
 
     @classmethod
     def from_config(cls, cfg: Config, threads: int) -> "CaseSettings":
-        return cls(cfg.dtype.torch, tuple(p.name for p in cfg.passes), cfg.timing, threads, cfg.budget_s, cfg.seed)
+        return cls(cfg.dtype.torch, tuple(p.name for p in cfg.passes), cfg.timing, threads, cfg.budget_s, cfg.seed,
+                   cfg.check.calls)
 
 
 @dataclass
@@ -89,10 +92,23 @@ def timed(call: Callable, settings: CaseSettings, device: torch.device,
     return timing, before or (claim is not None and claim.busy(since=t0))
 
 
-def _checked(r: PassResult, got: dict, refs: dict, settings: CaseSettings, device: torch.device) -> None:
-    r.verdict = check_tensors(got, refs, settings.dtype, device)
+def _judged(r: PassResult, checks: RepeatedChecks) -> None:
+    """The pass's verdict so far (the worst checked call decides), so a later timeout keeps it."""
+    r.verdict = checks.verdict()
     r.status = Status.ok if r.verdict.correct else Status.incorrect
     r.message = r.verdict.message
+
+
+def _checked_calls(call: Callable, to_named: Callable, checks: RepeatedChecks, labels: list[str]) -> None:
+    for label in labels:
+        checks.check(label, to_named(call()))
+
+
+def _check_after_timing(call: Callable, to_named: Callable, checks: RepeatedChecks, label: Optional[str]) -> None:
+    """The call after the timed runs catches state built up while timing (caches, counters, buffers)."""
+    if label:
+        checks.check_untouched_since("during the timed runs")
+        checks.check(label, to_named(call()))
 
 
 @dataclass
@@ -115,11 +131,20 @@ def forward_pass(fn: Callable, case: Case, settings: CaseSettings, device: torch
     def forward():
         return fn(x, w, b, **case.kwargs)
 
+    def named(out):
+        return {"output": out}
+
+    checks = RepeatedChecks(named(ref_out), settings.dtype, device, InputGuard(x=x, weight=w, bias=b))
+    before, after = call_labels(settings.check_calls)
     out, r.peak_mem = memory.measure(forward, device)
-    _checked(r, {"output": out}, {"output": ref_out}, settings, device)
+    checks.check(before[0], named(out))
     if time_it:
+        _checked_calls(forward, named, checks, before[1:])
+        _judged(r, checks)
         r.timing, r.concurrent = timed(forward, settings, device, claim)
+        _check_after_timing(forward, named, checks, after)
         r.done = True
+    _judged(r, checks)
     return Graph(case, leaves, out, ref_grads)
 
 
@@ -133,9 +158,20 @@ def backward_pass(g: Graph, settings: CaseSettings, device: torch.device, r: Pas
     def backward():
         return torch.autograd.grad(g.out, g.leaves, g.case.grad_out, retain_graph=True, allow_unused=True)
 
+    def named(grads):
+        return dict(zip(("input", "weight", "bias"), grads))
+
+    x, w = g.leaves[0], g.leaves[1]
+    b = g.leaves[2] if len(g.leaves) > 2 else None
+    checks = RepeatedChecks(g.refs, settings.dtype, device, InputGuard(x=x, weight=w, bias=b, grad_out=g.case.grad_out))
+    before, after = call_labels(settings.check_calls)
     grads, r.peak_mem = memory.measure(backward, device)
-    _checked(r, dict(zip(("input", "weight", "bias"), grads)), g.refs, settings, device)
+    checks.check(before[0], named(grads))
+    _checked_calls(backward, named, checks, before[1:])
+    _judged(r, checks)
     r.timing, r.concurrent = timed(backward, settings, device, claim)
+    _check_after_timing(backward, named, checks, after)
+    _judged(r, checks)
     r.done = True
 
 

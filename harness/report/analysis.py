@@ -7,6 +7,7 @@ import pathlib
 
 import pandas as pd
 
+from harness.table.collect import add_err_vs_vendor
 from harness.table.io import read_results
 from harness.table.schema import FAILURES, NOT_RUN
 
@@ -38,6 +39,8 @@ def enrich(df: pd.DataFrame) -> pd.DataFrame:
     fastest ok row of its case). Incorrect rows get a speedup, so plots can show them as
     suspicious, but never `winner`."""
     df = df.reset_index(drop=True)  # winners are marked by index: it must be unique
+    if df["err_vs_vendor"].isna().all():  # a table aggregated before the column existed
+        df = add_err_vs_vendor(df)
     ok = df["status"] == "ok"
     timed = df["time_median_s"].notna() & (df["time_median_s"] > 0)
     ref = (df[ok & timed & (df["impl"] == REFERENCE)]
@@ -64,9 +67,30 @@ def summary(df: pd.DataFrame) -> pd.DataFrame:
         "not run": g["status"].apply(lambda s: int(s.isin(NOT_RUN).sum())),
         f"median speedup vs {REFERENCE}": df[df["status"] == "ok"].groupby("impl")["speedup"].median(),
         "wins": g["winner"].sum().astype(int),
+        "nondeterministic": g["deterministic"].apply(lambda s: int((s == False).sum())),  # noqa: E712
+        f"error vs {REFERENCE} (median)": df[df["status"] == "ok"].groupby("impl")["err_vs_vendor"].median(),
+        f"error vs {REFERENCE} (worst)": df[df["status"] == "ok"].groupby("impl")["err_vs_vendor"].max(),
     })
     out.index.name = "impl"
     return out.sort_values(["wins", "correct"], ascending=False)
+
+
+def accuracy_cost(df: pd.DataFrame) -> pd.DataFrame:
+    """Per implementation, dtype and pass: how many times the vendor's error its ok rows have (median,
+    worst), how many exceed 10x, and how many rows gave different results on repeated calls."""
+    d = df[(df["status"] == "ok") & df["err_vs_vendor"].notna()]
+    if d.empty:
+        return pd.DataFrame()
+    g = d.groupby(["impl", "dtype", "pass"], dropna=False)
+    out = pd.DataFrame({
+        "rows": g.size(),
+        f"median × {REFERENCE} error": g["err_vs_vendor"].median(),
+        f"worst × {REFERENCE} error": g["err_vs_vendor"].max(),
+        "rows > 10×": g["err_vs_vendor"].apply(lambda s: int((s > 10).sum())),
+        "nondeterministic": g["deterministic"].apply(lambda s: int((s == False).sum())),  # noqa: E712
+        "largest repeat difference": g["repeat_max_diff"].max(),
+    })
+    return out.reset_index().sort_values([f"worst × {REFERENCE} error"], ascending=False)
 
 
 def environment_summary(df: pd.DataFrame) -> dict[str, str]:

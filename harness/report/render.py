@@ -19,7 +19,7 @@ import pandas as pd
 
 from harness.table.schema import FAILURES, NOT_RUN
 
-from .analysis import REFERENCE, enrich, environment_summary, load_results, summary
+from .analysis import REFERENCE, accuracy_cost, enrich, environment_summary, load_results, summary
 from .totals import TOTALS_LEGEND, network_totals, totals_tables
 
 
@@ -58,6 +58,9 @@ def display_table(df: pd.DataFrame) -> pd.DataFrame:
         f"× {REFERENCE}": df["speedup"].where(df["status"] == "ok").map(lambda v: _fmt(v, ".3g")),
         "rel err": df["rel_err"].map(lambda v: _fmt(v, ".1e")),
         "tol": df["tol"].map(lambda v: _fmt(v, ".0e")),
+        f"err × {REFERENCE}": df["err_vs_vendor"].map(lambda v: _fmt(v, ".3g")),
+        "repeats": [("" if pd.isna(d) else "identical" if d else f"differ by {_fmt(m, '.1e')}")
+                    for d, m in zip(df["deterministic"], df["repeat_max_diff"])],
         "message": df["message"].fillna("").map(lambda m: m if len(m) <= 120 else m[:117] + "..."),
     })
 
@@ -66,7 +69,18 @@ def _summary_strings(s: pd.DataFrame) -> pd.DataFrame:
     s = s.reset_index()
     col = f"median speedup vs {REFERENCE}"
     s[col] = s[col].map(lambda v: "" if pd.isna(v) else f"{v:.3g}×")
+    for col in (f"error vs {REFERENCE} (median)", f"error vs {REFERENCE} (worst)"):
+        s[col] = s[col].map(lambda v: "" if pd.isna(v) else f"{v:.3g}×")
     return s.astype(str)
+
+
+def _accuracy_strings(a: pd.DataFrame) -> pd.DataFrame:
+    a = a.copy()
+    for col in a.columns:
+        if "×" in col and "rows" not in col:
+            a[col] = a[col].map(lambda v: "" if pd.isna(v) else f"{v:.3g}×")
+    a["largest repeat difference"] = a["largest repeat difference"].map(lambda v: _fmt(v, ".1e"))
+    return a.astype(str)
 
 
 def markdown_table(df: pd.DataFrame) -> str:
@@ -140,6 +154,11 @@ def write_report(sweep_dir: pathlib.Path) -> pathlib.Path:
     env = environment_summary(df)
     summ = _summary_strings(summary(df))
     figures = _render_plots(df, sweep_dir)
+    accuracy = accuracy_cost(df)
+    accuracy_text = (f"Correct is not the same as accurate: each ok row's relative error divided by {REFERENCE}'s "
+                     f"for the same case (`err_vs_vendor`; {REFERENCE}'s error counted as at least one rounding "
+                     "of the dtype). Nondeterministic rows gave different (still correct) results on repeated "
+                     "checked calls.")
     full = display_table(df)
     title = f"convbench report: {env.get('sweep', sweep_dir.name)}"
     legend = (f"Only `ok` rows (run, and correct against the float64 reference) are ranked. "
@@ -150,6 +169,8 @@ def write_report(sweep_dir: pathlib.Path) -> pathlib.Path:
     md = [f"# {title}", "", "## Environment", ""]
     md += [f"- **{k}**: {v}" for k, v in env.items()]
     md += ["", "## Summary", "", legend, "", markdown_table(summ), ""]
+    if not accuracy.empty:
+        md += ["## Accuracy against the vendor", "", accuracy_text, "", markdown_table(_accuracy_strings(accuracy)), ""]
     totals = totals_tables(network_totals(df), _fmt_time)
     if totals:
         md += ["## Network totals", "", TOTALS_LEGEND, ""]
@@ -169,6 +190,9 @@ def write_report(sweep_dir: pathlib.Path) -> pathlib.Path:
         body.append(f"<dt{cls}>{html.escape(k)}</dt><dd{cls}>{html.escape(v)}</dd>")
     body += ["</dl>", "<h2>Summary</h2>", f"<p>{html.escape(legend).replace('`', '')}</p>",
              html_table(summ)]
+    if not accuracy.empty:
+        body += ["<h2>Accuracy against the vendor</h2>", f"<p>{html.escape(accuracy_text).replace('`', '')}</p>",
+                 html_table(_accuracy_strings(accuracy))]
     if totals:
         body += ["<h2>Network totals</h2>", f"<p>{html.escape(TOTALS_LEGEND)}</p>"]
         body += [f"<h3>{html.escape(' · '.join(key))}</h3>{html_table(t)}" for key, t in totals.items()]

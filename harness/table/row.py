@@ -43,6 +43,10 @@ class Row:
     max_abs_err: Optional[float] = None
     rel_err: Optional[float] = None
     tol: Optional[float] = None
+    checked_calls: Optional[int] = None
+    deterministic: Optional[bool] = None
+    repeat_max_diff: Optional[float] = None
+    err_vs_vendor: Optional[float] = None
     # timing
     time_median_s: Optional[float] = None
     time_iqr_s: Optional[float] = None

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from enum import Enum
 
-# 1: the first stored tables (no `table_version` column). 2: `table_version` added. 3: `model` and `count`
-# (suites captured from a network, and network totals).
-TABLE_VERSION = 3
+# 1: the first stored tables (no `table_version` column). 2: `table_version` added.
+# (still 2: `checked_calls`, `deterministic`, `repeat_max_diff`, `err_vs_vendor`, and `model`, `count` (network
+# suites) were added without a bump: older version-2 tables read them as NA, and no existing column changed meaning.)
+TABLE_VERSION = 2
 
 
 class Status(str, Enum):
@@ -71,6 +72,10 @@ COLUMNS: dict[str, tuple[str, str]] = {
     "max_abs_err": ("float64", "largest absolute difference from the float64 F.conv2d reference"),
     "rel_err": ("float64", "worst relative error ||out - ref|| / ||ref|| over the pass's tensors"),
     "tol": ("float64", "relative-error tolerance for the dtype"),
+    "checked_calls": ("Int64", "calls checked against the reference: the first, a second, one after the timed runs (check.calls)"),
+    "deterministic": ("boolean", "the checked calls gave bitwise-equal results (outputs or gradients); NA with one call"),
+    "repeat_max_diff": ("float64", "largest absolute difference between the checked calls' results (0 when deterministic)"),
+    "err_vs_vendor": ("float64", "rel_err / cudnn's rel_err for the same case (sweep, host, device, dtype, pass); the vendor's error floored at the dtype's unit roundoff. Added when a sweep's table is aggregated"),
     # timing
     "time_median_s": ("float64", "median time of one call, seconds"),
     "time_iqr_s": ("float64", "interquartile range of the timed samples, seconds"),
