@@ -9,5 +9,6 @@ The code follows the data, and imports run one way (tests/test_layout.py enforce
 
 At the top sit the entry points and the sweep's end: `python -m harness` (__main__, the Hydra app,
 with callbacks.py), finish.py and summary.py (aggregate, report, terminal summary), aggregate.py,
-perf.py and timer_agreement.py. `harness.measure.job.run_job` is the per-job logic without Hydra.
+perf.py and timer_agreement.py; capture.py (a model's conv shapes -> a suite) and network.py (the
+swap-every-conv check on a whole model). `harness.measure.job.run_job` is the per-job logic without Hydra.
 """

@@ -15,6 +15,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from .capture import expand_suite
 from .config import check_impl, import_plugins, register_configs, to_config
 
 register_configs()
@@ -39,7 +40,8 @@ def app(cfg: DictConfig) -> int:
         import_plugins(conf.plugins)
         if not multirun:
             check_impl(conf.impl)  # a multirun checked every impl in on_multirun_start
-    except ValueError as exc:      # ConfigError, UnknownImplementation: their messages say what is allowed
+        conf = expand_suite(conf)  # suite=model: capture the model's conv shapes (harness.capture)
+    except ValueError as exc:      # ConfigError, UnknownImplementation, CaptureError: their messages say what is allowed
         usage_error(exc)
     sweep_dir = Path(hc.sweep.dir) if multirun else out_dir
     from .measure.job import run_job

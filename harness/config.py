@@ -10,7 +10,7 @@ import importlib
 import re
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, List, Optional
+from typing import Any, Dict, List, Optional
 
 import torch
 from hydra.core.config_store import ConfigStore
@@ -88,9 +88,11 @@ class Shape:
     dilation: Any = 1
     groups: int = 1
     bias: bool = True
+    count: int = 1            # calls per forward pass of the network it comes from (network totals weigh by it)
+    paths: List[str] = field(default_factory=list)  # module paths that make these calls (harness.capture)
 
     def __post_init__(self) -> None:
-        for name in ("n", "c_in", "h", "w", "c_out", "groups"):
+        for name in ("n", "c_in", "h", "w", "c_out", "groups", "count"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"shape {self.layer!r}: {name} must be positive, got {getattr(self, name)}")
         self.kernel = _pair(self.kernel, f"shape {self.layer!r}: kernel")
@@ -108,9 +110,20 @@ class Shape:
 
 @dataclass
 class Suite:
+    """A list of shapes, or a model to capture them from (`harness.capture`): with `model` set and no
+    `shapes`, the job runs the model once on an `input`-shaped tensor and measures its conv shapes."""
     name: str = MISSING
     description: str = ""
-    shapes: List[Shape] = MISSING
+    shapes: List[Shape] = field(default_factory=list)
+    model: Optional[str] = None      # package.module:factory the shapes come from (captured suites record it)
+    input: List[int] = field(default_factory=lambda: [1, 3, 224, 224])  # the model's input shape
+    kwargs: Dict[str, Any] = field(default_factory=dict)  # keyword arguments for the factory
+
+    def __post_init__(self) -> None:
+        if self.model is not None and ":" not in self.model:
+            raise ConfigError("suite.model", self.model, "the model factory as package.module:factory")
+        if not self.input or not all(isinstance(v, int) and v > 0 for v in self.input):
+            raise ConfigError("suite.input", list(self.input), "a list of positive sizes like [1,3,224,224]")
 
 
 @dataclass

@@ -6,6 +6,7 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
+from .report.totals import network_totals, totals_tables
 from .table.schema import FAILURES
 
 GROUP = ["suite", "layer", "shape", "device", "dtype"]
@@ -53,6 +54,7 @@ def summarize(df: pd.DataFrame, console: Console | None = None, max_shapes: int 
         console.print("wins: " + ", ".join(f"{impl} {n}" for impl, n in wins.items()))
     counts = df["status"].value_counts()
     console.print("status: " + ", ".join(f"{s} {n}" for s, n in counts.items()))
+    print_totals(df, console)
     bad = df[df["status"].isin(FAILURES)]
     if len(bad):
         console.print(f"[bold red]{len(bad)} failed rows[/] (first {min(len(bad), max_failures)}):")
@@ -60,3 +62,25 @@ def summarize(df: pd.DataFrame, console: Console | None = None, max_shapes: int 
             msg = str(row["message"])[:110]
             console.print(f"  {row['status']:9} {row['impl']} {row['layer']} {row['pass']}: {msg}",
                           markup=False, highlight=False, no_wrap=True, overflow="ellipsis")
+
+
+def _time(t: float) -> str:
+    return f"{t:.3g}s" if t >= 1 else _ms(t)
+
+
+def print_totals(df: pd.DataFrame, console: Console) -> None:
+    """Suites captured from a model: per device and dtype, each implementation's network total
+    (sum of count x median) per pass, the best-per-layer mix and × cudnn (harness.report.totals),
+    then why an implementation has no total."""
+    for (suite, device, dtype), t in totals_tables(network_totals(df), _time).items():
+        table = Table(title=f"Network totals: {suite}, {device} {dtype} (sum of count × median)", title_justify="left",
+                      show_edge=False, pad_edge=False, box=None)
+        columns = [c for c in t.columns if c != "note"]
+        for col in columns:  # 'forward ×cudnn' -> '×cudnn': the pass is the column before
+            table.add_column(col.split(" ")[-1] if "×" in col else col, no_wrap=True)
+        for row in t[columns].itertuples(index=False):
+            table.add_row(*map(str, row))
+        console.print(table)
+        for impl, note in zip(t["impl"], t["note"]):
+            if note:
+                console.print(f"  {impl}: {note}", markup=False, highlight=False)

@@ -30,17 +30,20 @@ class Case:
 
 
 def scale_batch(shapes: List[Shape], batch: Optional[int]) -> List[Shape]:
-    """Cap every shape's batch size at `batch`, dropping shapes that become duplicates."""
+    """Cap every shape's batch size at `batch`. Shapes that become duplicates merge into the first:
+    their counts add up and their paths join, so a network's total stays a sum over all its calls."""
     if batch is None:
         return list(shapes)
-    out, seen = [], set()
+    out: dict[str, Shape] = {}
     for s in shapes:
         s = replace(s, n=min(s.n, batch))
         key = label(s)
-        if key not in seen:
-            seen.add(key)
-            out.append(s)
-    return out
+        if key in out:
+            first = out[key]
+            out[key] = replace(first, count=first.count + s.count, paths=[*first.paths, *s.paths])
+        else:
+            out[key] = s
+    return list(out.values())
 
 
 def pair_str(p) -> str:

@@ -41,7 +41,7 @@ from .peak import peak_gflops
 def shape_columns(s: Shape) -> dict:
     return dict(layer=s.layer, shape=label(s), n=s.n, c_in=s.c_in, h=s.h, w=s.w, c_out=s.c_out,
                 kh=s.kernel[0], kw=s.kernel[1], stride=pair_str(s.stride), padding=pair_str(s.padding),
-                dilation=pair_str(s.dilation), groups=s.groups, bias=s.bias)
+                dilation=pair_str(s.dilation), groups=s.groups, bias=s.bias, count=s.count)
 
 
 def make_row(base: dict, s: Shape, pass_: str, r: PassResult, tol: float, peak: float) -> Row:
@@ -105,6 +105,9 @@ def run_job(cfg: Config, out_dir: os.PathLike, *, sweep: str = "", job: int = 0,
     nobody else). With `cfg.resume`, a job already complete with this config is returned as it is,
     and an unfinished one runs only the cases it lacks."""
     cfg = to_config(cfg)
+    if not cfg.suite.shapes:  # measure/ cannot run models: the entry point captures them first
+        raise ValueError(f"suite {cfg.suite.name!r} has no shapes yet: capture them from suite.model="
+                         f"{cfg.suite.model} with harness.capture.expand_suite(cfg) before run_job")
     out = Path(out_dir)
     passes = [p.name for p in cfg.passes]
     table, kept = jobfolder.start(out, jobfolder.fingerprint(cfg), cfg.resume, passes)
@@ -124,8 +127,8 @@ def run_job(cfg: Config, out_dir: os.PathLike, *, sweep: str = "", job: int = 0,
         warn(machine, job)
         env.update(machine.columns())
     (out / ENV_FILE).write_text(json.dumps(env, indent=2))
-    base = dict(env, sweep=sweep, job=job, impl=cfg.impl, suite=cfg.suite.name, device=str(device),
-                dtype=cfg.dtype.name)
+    base = dict(env, sweep=sweep, job=job, impl=cfg.impl, suite=cfg.suite.name, model=cfg.suite.model or "",
+                device=str(device), dtype=cfg.dtype.name)
     tol = tolerance(dtype)
     settings = CaseSettings.from_config(cfg, threads)
     # only a job that times something claims the device

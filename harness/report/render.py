@@ -20,6 +20,7 @@ import pandas as pd
 from harness.table.schema import FAILURES, NOT_RUN
 
 from .analysis import REFERENCE, accuracy_cost, enrich, environment_summary, load_results, summary
+from .totals import TOTALS_LEGEND, network_totals, totals_tables
 
 
 # ------------------------------------------------------------------------------------ formatting
@@ -174,6 +175,11 @@ def write_report(sweep_dir: pathlib.Path) -> pathlib.Path:
     md += ["", "## Summary", "", legend, "", markdown_table(summ), ""]
     if not accuracy.empty:
         md += ["## Accuracy against the vendor", "", accuracy_text, "", markdown_table(_accuracy_strings(accuracy)), ""]
+    totals = totals_tables(network_totals(df), _fmt_time)
+    if totals:
+        md += ["## Network totals", "", TOTALS_LEGEND, ""]
+        for key, t in totals.items():
+            md += [f"### {' · '.join(key)}", "", markdown_table(t), ""]
     md += ["## Plots", ""]
     for t, cap, path in figures:
         md += [f"### {t}", "", cap, "", f"![{t}]({path.name})", ""]
@@ -191,7 +197,10 @@ def write_report(sweep_dir: pathlib.Path) -> pathlib.Path:
     if not accuracy.empty:
         body += ["<h2>Accuracy against the vendor</h2>", f"<p>{html.escape(accuracy_text).replace('`', '')}</p>",
                  html_table(_accuracy_strings(accuracy))]
-    body += ["<h2>Plots</h2>"]
+    if totals:
+        body += ["<h2>Network totals</h2>", f"<p>{html.escape(TOTALS_LEGEND)}</p>"]
+        body += [f"<h3>{html.escape(' · '.join(key))}</h3>{html_table(t)}" for key, t in totals.items()]
+    body.append("<h2>Plots</h2>")
     for t, cap, path in figures:
         data = base64.b64encode(path.read_bytes()).decode("ascii")
         body.append(f'<figure><h3>{html.escape(t)}</h3><figcaption>{html.escape(cap)}</figcaption>'

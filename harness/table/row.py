@@ -16,6 +16,7 @@ class Row:
     job: int = 0
     impl: str = ""
     suite: str = ""
+    model: str = ""
     layer: str = ""
     shape: str = ""
     n: Optional[int] = None
@@ -30,6 +31,7 @@ class Row:
     dilation: str = ""
     groups: Optional[int] = None
     bias: Optional[bool] = None
+    count: Optional[int] = None
     device: str = ""
     device_name: str = ""
     dtype: str = ""

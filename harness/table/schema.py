@@ -12,8 +12,9 @@ from __future__ import annotations
 from enum import Enum
 
 # 1: the first stored tables (no `table_version` column). 2: `table_version` added. 3: cold timings,
-# first-call time, confidence intervals, `noisy`, the machine's fitness to time, and the verdict's
-# repeated checks (`checked_calls`, `deterministic`, `repeat_max_diff`) and `err_vs_vendor`.
+# first-call time, confidence intervals, `noisy`, the machine's fitness to time, the verdict's repeated
+# checks (`checked_calls`, `deterministic`, `repeat_max_diff`), `err_vs_vendor`, and `model`, `count`
+# (network suites). Older tables read every newer column as NA; no existing column changed meaning.
 TABLE_VERSION = 3
 
 
@@ -45,6 +46,7 @@ COLUMNS: dict[str, tuple[str, str]] = {
     "job": ("Int64", "Hydra job number within the sweep"),
     "impl": ("string", "implementation name, or package.module:function"),
     "suite": ("string", "suite the shape comes from"),
+    "model": ("string", "package.module:factory the suite was captured from (harness.capture); empty for hand-written suites"),
     "layer": ("string", "the shape's name within its suite (e.g. L1, conv2_3x3)"),
     "shape": ("string", "compact label of the problem: n,c_in,h,w -> c_out, k, s, p, d, g"),
     "n": ("Int64", "batch size"),
@@ -59,6 +61,7 @@ COLUMNS: dict[str, tuple[str, str]] = {
     "dilation": ("string", "dilation as 'dh,dw'"),
     "groups": ("Int64", "groups"),
     "bias": ("boolean", "whether a bias is added"),
+    "count": ("Int64", "calls of this shape per forward pass of the suite's network; network totals are sum(count x time)"),
     "device": ("string", "device the job asked for (cpu, cuda:0, ...)"),
     "device_name": ("string", "the device's model name (GPU name or CPU model)"),
     "dtype": ("string", "float32, float64, float16 or bfloat16"),
