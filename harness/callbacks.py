@@ -101,7 +101,7 @@ def check_sweep(config: DictConfig) -> None:
         check_impl(str(impl))
 
 
-PARALLEL_LAUNCHERS = ("submitit_launcher.LocalLauncher", "joblib", "ray")
+PARALLEL_LAUNCHERS = ("LocalLauncher", "joblib", "ray")  # submitit_local, joblib, Ray
 
 
 def overlap_warnings(config: DictConfig) -> list[str]:

@@ -166,7 +166,7 @@ class ConvbenchSlurmLauncher(SlurmLauncher):
             exclusive = (gpus == 0) if exclusive is None else exclusive
             mem = p.get("mem_gb")
             mem = (None if exclusive else 8) if mem is None else mem
-            out.append({"gpus_per_node": gpus, "exclusive": exclusive or None, "mem_gb": mem})
+            out.append({"gpus_per_node": gpus or None, "exclusive": exclusive or None, "mem_gb": mem})  # None: no flag
         return out
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[Any]:
@@ -195,7 +195,7 @@ class ConvbenchSlurmLauncher(SlurmLauncher):
                 req = dict(key)
                 try:
                     check_fits(nodes, partition, (self.params.get("cpus_per_task") or 1) *
-                               (self.params.get("tasks_per_node") or 1), req["mem_gb"], req["gpus_per_node"],
+                               (self.params.get("tasks_per_node") or 1), req["mem_gb"], req["gpus_per_node"] or 0,
                                self.params.get("timeout_min") or 0)
                 except ValueError as exc:
                     raise SystemExit(f"convbench: {exc}. Nothing was submitted.") from None
@@ -204,6 +204,11 @@ class ConvbenchSlurmLauncher(SlurmLauncher):
         sweep_dir.mkdir(parents=True, exist_ok=True)
         base = {"timeout_min", "cpus_per_task", "gpus_per_node", "tasks_per_node", "mem_gb", "nodes", "name",
                 "stderr_to_stdout"}
+        for key, members in groups.items():
+            req = dict(key)
+            for i in members:
+                print(f"convbench: SLURM job #{initial_job_idx + i}: {' '.join(filter_overrides(job_overrides[i]))} "
+                      f"({req['gpus_per_node'] or 0} GPU{', whole node' if req['exclusive'] else ''})", file=sys.stderr)
         jobs: dict[int, Any] = {}
         for key, members in groups.items():
             req = dict(key)
@@ -217,8 +222,6 @@ class ConvbenchSlurmLauncher(SlurmLauncher):
             args = []
             for i in members:
                 idx = initial_job_idx + i
-                print(f"convbench: SLURM job #{idx}: {' '.join(filter_overrides(job_overrides[i]))} "
-                      f"({req['gpus_per_node']} GPU{', whole node' if req['exclusive'] else ''})", file=sys.stderr)
                 args.append((list(job_overrides[i]), "hydra.sweep.dir", idx, f"job_id_for_{idx}", Singleton.get_state()))
             try:
                 submitted = executor.map_array(self, *zip(*args))
