@@ -30,7 +30,14 @@ class ConvbenchRayLauncher(RayLauncher):
         assert self.config is not None and self.hydra_context is not None
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
         if not ray.is_initialized():
-            ray.init(**ray_init_options(self.ray_cfg.init))
+            opts = ray_init_options(self.ray_cfg.init)
+            try:
+                ray.init(**opts)
+            except ValueError as exc:  # address null, but ray.init found a running cluster and joined it
+                if "object_store_memory" not in str(exc):
+                    raise
+                opts.pop("object_store_memory")
+                ray.init(**opts)
         cluster_gpus = ray.cluster_resources().get("GPU", 0)
         runs = []
         for k, overrides in enumerate(job_overrides):
