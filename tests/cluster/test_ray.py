@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import readme, run_command
+from clusterlib import readme, run_command
 
 pytestmark = [pytest.mark.ray, pytest.mark.skipif(
     importlib.util.find_spec("hydra_plugins.hydra_ray_launcher") is None,

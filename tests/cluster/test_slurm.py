@@ -10,7 +10,7 @@ import time
 import pandas as pd
 import pytest
 
-from conftest import readme, run_command
+from clusterlib import readme, run_command, slurm_cluster  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.slurm
 
@@ -63,7 +63,7 @@ def test_additional_parameters_form_of_the_readme(slurm_cluster, tmp_path):
 
 
 def readme_text() -> str:
-    from conftest import README
+    from clusterlib import README
     return README
 
 

@@ -1,4 +1,5 @@
-"""The real schedulers the `slurm` and `ray` tests run the README's commands against: a one-node SLURM
+"""Helpers and the fixture of the cluster tests (not a conftest.py: tests/conftest.py owns that module
+name). The real schedulers the `slurm` and `ray` tests run the README's commands against: a one-node SLURM
 cluster started by tests/cluster/slurm.sh (installed with apt-get when missing and root), and a local
 `ray start --head`. Each skips with the reason when it cannot be had here."""
 from __future__ import annotations
