@@ -299,3 +299,24 @@ def test_merge_needs_out_for_several_sweeps(tmp_path, capsys):
     with pytest.raises(SystemExit):
         agg.main([str(tmp_path), str(tmp_path)])
     assert "--out" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("line", [
+    "python -m harness -m +launcher=slurm hydra.launcher.partition=gpu impl=loop,unfold,fft,cudnn suite=resnet50 "
+    "dtype=float32,float16",
+    "python -m harness -m +launcher=slurm hydra.launcher.partition=gpu hydra.launcher.constraint=a100 "
+    "hydra.launcher.timeout_min=120 hydra.launcher.array_parallelism=8 "
+    "'hydra.launcher.setup=[\"module load cuda/12.4\",\"source .venv/bin/activate\"]' suite=vgg16",
+])
+def test_readme_gpu_slurm_commands_render_one_gpu_per_job(tmp_path, line):
+    """The README's GPU commands (no GPU cluster here): rendered against a fake GPU partition."""
+    import shlex
+    readme = (REPO / "README.md").read_text()
+    assert line in readme, "the README no longer shows this command"
+    env, script = fake_slurm(tmp_path)
+    cmd = [sys.executable, *shlex.split(line)[1:], f"hydra.sweep.dir={tmp_path / 's'}", "results_link=null"]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and "sbatch: fake" in proc.stderr, proc.stderr[-2000:]
+    lines = script.read_text().splitlines()
+    assert {"#SBATCH --gpus-per-node=1", "#SBATCH --partition=gpu", "#SBATCH --mem=8GB"} <= set(lines)
+    assert "#SBATCH --exclusive" not in lines

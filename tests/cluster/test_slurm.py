@@ -117,6 +117,7 @@ def test_cancelled_array_then_the_printed_resume_command(slurm_cluster, tmp_path
     out, err = (tmp_path / "driver.out").read_text(), (tmp_path / "driver.err").read_text()
     assert rc == 1 and waited < 90, err[-3000:]
     assert "did not finish" in err and "CANCELLED" in err and "table:" in out
+    assert "sacct" not in err  # no accounting here: squeue says what happened, no warning per poll
     first = table(tmp_path)
     assert set(first[first["job"] == 0]["status"]) == {"ok"} and (first["job"] == 0).sum() == 6
     printed = [line.strip() for line in err.splitlines() if line.strip().startswith("python -m harness")]
