@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.convbench-installed
 ARGS   ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup bench bench-perf bench-timer report compare test test-slow test-cluster test-all clean
+.PHONY: help setup bench bench-perf bench-timer bench-gpu report compare test test-slow test-cluster test-all clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -32,11 +32,14 @@ bench-perf: $(STAMP) ## Check the built-ins' speed targets against cudnn (issue 
 bench-timer: $(STAMP) ## Check the harness's timing against a bare torch.utils.benchmark.Timer
 	$(PY) -m harness.timer_agreement $(ARGS)
 
+bench-gpu: $(STAMP) ## On a CUDA machine: tests, resnet50+kernels x 3 dtypes, timer, perf; one folder (ARGS=--dry-run)
+	$(PY) -m harness.bench_gpu $(ARGS)
+
 report: $(STAMP) ## Rebuild the report of a sweep: make report DIR=results/latest
 	$(PY) -m harness.report $(or $(DIR),results/latest)
 
 compare: $(STAMP) ## Compare two sweeps: make compare OLD=dir NEW=dir
-	$(PY) -m harness.compare $(OLD) $(NEW) $(ARGS)
+	$(PY) -m harness.report.compare $(OLD) $(NEW) $(ARGS)
 
 test: $(STAMP) ## Run the quick tests (about 30 s on 2 cores once set up)
 	$(PY) -m pytest -q -m "not slow and not slurm and not ray" $(ARGS)

@@ -1,4 +1,13 @@
 """convbench harness: Hydra sweeps that check and time 2-D convolution implementations.
 
-`python -m harness` (or `convbench`) runs it; `harness.run.run_job` is the per-job logic without Hydra.
+The code follows the data, and imports run one way (tests/test_layout.py enforces it):
+
+    config.py     the configuration schema (the one source of defaults)
+    measure/      config -> cases -> checks, timing, memory -> rows       (imports config, table)
+    table/        the results table: schema, typed rows, job folders, reading any version (imports nothing)
+    report/       for people: analysis, plots, report files, compare      (imports table)
+
+At the top sit the entry points and the sweep's end: `python -m harness` (__main__, the Hydra app,
+with callbacks.py), finish.py and summary.py (aggregate, report, terminal summary), aggregate.py,
+perf.py and timer_agreement.py. `harness.measure.job.run_job` is the per-job logic without Hydra.
 """

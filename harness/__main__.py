@@ -6,6 +6,7 @@ In a multirun the `ConvbenchCallback` aggregates, reports and summarises after t
 run (no -m) does the same for its one job."""
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -30,30 +31,44 @@ CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def app(cfg: DictConfig) -> int:
-    conf = to_config(cfg)          # runs the schema's checks before anything is measured
     hc = HydraConfig.get()
     out_dir = Path(hc.runtime.output_dir)
     multirun = hc.mode == RunMode.MULTIRUN
     try:
+        conf = to_config(cfg)      # runs the schema's checks before anything is measured
         import_plugins(conf.plugins)
         if not multirun:
             check_impl(conf.impl)  # a multirun checked every impl in on_multirun_start
-    except ValueError as exc:      # UnknownImplementation is a ValueError: its message lists the names
-        sys.exit(f"convbench: {exc}")
+    except ValueError as exc:      # ConfigError, UnknownImplementation: their messages say what is allowed
+        usage_error(exc)
     sweep_dir = Path(hc.sweep.dir) if multirun else out_dir
-    from .run import run_job
+    from .measure.job import run_job
     run_job(conf, out_dir, sweep=_sweep_name(sweep_dir), job=hc.job.num if multirun else 0, sweep_dir=sweep_dir)
     if multirun:
         return 0
-    from .callbacks import finish
+    from .finish import finish
     code = finish(out_dir, conf.results_link, conf.strict)
     if code:
         sys.exit(code)
     return 0
 
 
+def usage_error(exc: BaseException) -> None:
+    """A bad configuration value: one line and exit status 2, like a bad name; the traceback only
+    with HYDRA_FULL_ERROR=1."""
+    if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        raise exc
+    print(f"convbench: {exc}", file=sys.stderr)
+    sys.exit(2)
+
+
 def main() -> None:
-    """Console-script entry point (`convbench`)."""
+    """Console-script entry point (`convbench`): the command line's values are checked against the
+    schema before Hydra composes (and would print a traceback for) them."""
+    from .overrides import check_command_line
+    problem = check_command_line(sys.argv[1:])
+    if problem is not None:
+        usage_error(problem)
     app()
 
 

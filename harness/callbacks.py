@@ -1,8 +1,5 @@
-"""End of a sweep: aggregate the jobs, point `results/latest` at the sweep, build the report, print
-the summary. The table is written first and nothing after it can lose it: a report failure is
-printed, not raised.
-
-`ConvbenchCallback.on_multirun_start` also checks every swept `impl` and `device` value before the
+"""Hydra's hooks around a sweep. `on_multirun_end` hands over to `harness.finish` (aggregate, link,
+report, summary). `on_multirun_start` checks every swept `impl` and `device` value before the
 first job, so a typo fails the sweep at once instead of after hours of other jobs."""
 from __future__ import annotations
 
@@ -10,94 +7,26 @@ import os
 import sys
 import traceback
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Any
 
-from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
-from rich.console import Console
 
-from .aggregate import aggregate
-from .summary import summarize
-
-STRICT_FAILURES = ("incorrect", "error")
-
-
-def point_link(link: Path, target: Path) -> None:
-    """Atomically (re)point the symlink `link` at `target` (relative, so the tree can move)."""
-    link.parent.mkdir(parents=True, exist_ok=True)
-    if link.exists() and not link.is_symlink():
-        print(f"convbench: {link} exists and is not a symlink; not updating it")
-        return
-    tmp = link.with_name(f".{link.name}.tmp")
-    tmp.unlink(missing_ok=True)
-    os.symlink(os.path.relpath(target.resolve(), link.parent.resolve()), tmp)
-    os.replace(tmp, link)
-
-
-def build_report(sweep_dir: Path) -> Optional[Any]:
-    """harness.report.write_report(sweep_dir), tolerating its absence and printing its failures."""
-    try:
-        from harness.report import write_report
-    except ImportError as exc:
-        print(f"convbench: no report ({exc})")
-        return None
-    try:
-        return write_report(sweep_dir)
-    except Exception:  # the table is already written; say what broke and go on
-        print("convbench: building the report failed (the table is intact):")
-        traceback.print_exc()
-        return None
-
-
-def finish(sweep_dir: Path, results_link: Optional[str] = "results/latest", strict: bool = False) -> int:
-    """Aggregate, link, report, summarise. Returns the exit status: 1 when `strict` and any row is
-    incorrect or error, else 0."""
-    sweep_dir = Path(sweep_dir)
-    df = aggregate(sweep_dir)
-    if results_link:
-        try:
-            point_link(Path(results_link), sweep_dir)
-        except OSError as exc:
-            print(f"convbench: could not point {results_link} at {sweep_dir}: {exc}")
-    report = build_report(sweep_dir)
-    console = Console()
-    if len(df):
-        summarize(df, console)
-    # plain print: paths must not be wrapped by rich, so they can be copied
-    print(f"table:  {sweep_dir / 'results.parquet'}  ({len(df)} rows; also results.csv)")
-    if report is not None:
-        print(f"report: {report}")
-    if results_link:
-        print(f"latest: {results_link} -> {sweep_dir}")
-    bad = df[df["status"].isin(STRICT_FAILURES)]
-    if strict and len(bad):
-        console.print(f"[bold red]strict: {len(bad)} incorrect/error rows[/]")
-        return 1
-    return 0
-
-
-def _swept_values(overrides: Iterable[str], key: str) -> list:
-    """Every value `key` takes in these override strings (sweeps expanded)."""
-    values = []
-    for o in OverridesParser.create().parse_overrides(list(overrides)):
-        if o.key_or_group != key or o.is_delete():
-            continue
-        values.extend(o.sweep_string_iterator() if o.is_sweep_override() else [o.value()])
-    return values
+from .config import check_impl, import_plugins
+from .finish import finish
+from .overrides import check_overrides, swept_values
 
 
 def check_sweep(config: DictConfig) -> None:
-    """Fail before any job if a swept impl, device or plugin is invalid (messages list the options)."""
-    from .config import _DEVICE_RE, DEVICES, check_impl, import_plugins
+    """Fail before any job if a swept value is invalid: every value the schema checks (including those
+    of `hydra.sweeper.params`, which the command-line check does not see), then plugins and impl names.
+    Values are read as Hydra reads them (`harness.overrides`): dotted paths and quotes work anywhere."""
     overrides = [f"{k}={v}" for k, v in (config.hydra.sweeper.get("params") or {}).items()]
     overrides += list(config.hydra.overrides.task)
-    for plugins in _swept_values(overrides, "plugins") or [config.get("plugins") or []]:
+    check_overrides(overrides)
+    for plugins in swept_values(overrides, "plugins") or [config.get("plugins") or []]:
         import_plugins(list(plugins) if not isinstance(plugins, str) else [plugins])
-    for device in _swept_values(overrides, "device"):
-        if not _DEVICE_RE.match(str(device)):
-            raise ValueError(f"device={device!r} is not valid; use one of: {', '.join(DEVICES)}")
-    for impl in _swept_values(overrides, "impl") or [config.impl]:
+    for impl in swept_values(overrides, "impl") or [config.impl]:
         check_impl(str(impl))
 
 
@@ -143,7 +72,10 @@ class ConvbenchCallback(Callback):
         try:
             check_sweep(config)
         except Exception as exc:
-            raise SystemExit(f"convbench: invalid sweep: {exc}") from exc
+            if os.environ.get("HYDRA_FULL_ERROR") == "1":
+                traceback.print_exc()
+            print(f"convbench: invalid sweep: {exc}", file=sys.stderr)
+            raise SystemExit(2) from exc
         for note in overlap_warnings(config) + resume_warnings(config):
             print(f"convbench: warning: {note}", file=sys.stderr)
 

@@ -1,5 +1,7 @@
 """The configuration schema: dataclasses registered in Hydra's ConfigStore, so a typo or a badly typed
-value fails while the config is composed, before any job runs. Checks that types cannot express
+value fails while the config is composed, before any job runs. The dataclasses are the one source of
+every default: conf/config.yaml only chooses the suite and Hydra's settings (a test composes the app's
+config and compares it with `Config()`). Checks that types cannot express
 (device strings, positive sizes, implementation names) live in `__post_init__` and `check_impl`, and
 their messages list the valid options."""
 from __future__ import annotations
@@ -39,6 +41,20 @@ class Method(Enum):
 
 DEVICES = ("cpu", "cuda", "cuda:N", "mps", "auto")
 _DEVICE_RE = re.compile(r"^(cpu|cuda|cuda:\d+|mps|auto)$")
+
+
+class ConfigError(ValueError):
+    """A configuration value the schema rejects, as one line: the key, the value, what is allowed."""
+
+    def __init__(self, key: str, value: Any, allowed: str):
+        self.key, self.value, self.allowed = key, value, allowed
+        super().__init__(f"{key}={value} is not valid; expected {allowed}")
+
+
+def check_device(name: str) -> None:
+    """Raise ConfigError, listing the valid forms, unless `name` is a device the config accepts."""
+    if not _DEVICE_RE.match(str(name)):
+        raise ConfigError("device", repr(name), f"one of {', '.join(DEVICES)}")
 
 
 def _pair(value: Any, name: str) -> tuple[int, int]:
@@ -97,9 +113,25 @@ class Timing:
     max_run_time: float = 2.0   # adaptive only
 
     def __post_init__(self) -> None:
-        if self.min_run_time <= 0 or self.warmup < 0 or self.max_run_time <= 0:
-            raise ValueError("timing: min_run_time and max_run_time must be > 0 and warmup >= 0, got "
-                             f"{self.min_run_time}, {self.max_run_time}, {self.warmup}")
+        if self.min_run_time <= 0:
+            raise ConfigError("timing.min_run_time", self.min_run_time, "seconds, > 0")
+        if self.max_run_time <= 0:
+            raise ConfigError("timing.max_run_time", self.max_run_time, "seconds, > 0")
+        if self.warmup < 0:
+            raise ConfigError("timing.warmup", self.warmup, "a count of untimed calls, >= 0")
+
+
+@dataclass
+class Check:
+    """How many calls of each pass are checked: the first, a second, and one after the timed runs (so
+    state built up while timing is checked too); more (calls > 3) are made before the timing. The worst
+    decides the verdict; comparing them finds nondeterminism (the `deterministic` column)."""
+    calls: int = 3
+
+    def __post_init__(self) -> None:
+        if isinstance(self.calls, bool) or self.calls < 1:
+            raise ConfigError("check.calls", self.calls, "an integer >= 1 (1: the first call only; "
+                              "2: also one after the timed runs; 3: also a second call)")
 
 
 @dataclass
@@ -108,33 +140,35 @@ class Config:
     plugins: List[str] = field(default_factory=list)  # modules imported first (their @register runs)
     suite: Suite = MISSING               # config group conf/suite/*.yaml
     batch: Optional[int] = None          # cap every shape's batch size (for small machines)
-    device: str = "cpu"                  # cpu, cuda, cuda:N, mps, auto (CUDA when present)
+    device: str = "auto"                 # cpu, cuda, cuda:N, mps, auto (CUDA when present)
     dtype: DType = DType.float32
     passes: List[Pass] = field(default_factory=lambda: [Pass.forward, Pass.backward])
     timing: Timing = field(default_factory=Timing)
-    threads: Optional[int] = None        # torch intra-op threads for timing (default: torch's)
+    check: Check = field(default_factory=Check)
+    threads: Optional[int] = 1           # torch intra-op threads for timing; None: torch's default (all cores).
+                                         # 1 keeps numbers steady on a shared machine: 2 threads on 2 busy
+                                         # cores stall 10-50 ms per op
     cudnn_benchmark: bool = True         # cuDNN autotuning, done during warm-up
     allow_tf32: bool = False             # TF32 cannot meet a float32 tolerance
     seed: int = 0
-    budget_s: float = 5.0                # time limit per case and pass (its check + its timing)
+    budget_s: float = 2.0                # time limit per case and pass (its check + its timing)
     strict: bool = False                 # exit non-zero on any incorrect or error row
     results_link: Optional[str] = "results/latest"  # symlink pointed at the newest sweep; null: none
     resume: bool = False                 # into an existing hydra.sweep.dir: keep complete jobs and finished cases
     allow_concurrent: bool = False       # accept jobs timing on one device at once (no warning; rows still marked)
 
     def __post_init__(self) -> None:
-        if not _DEVICE_RE.match(self.device):
-            raise ValueError(f"device={self.device!r} is not valid; use one of: {', '.join(DEVICES)}")
+        check_device(self.device)
         if not self.passes:
-            raise ValueError(f"passes must name at least one of: {', '.join(p.name for p in Pass)}")
+            raise ConfigError("passes", "[]", f"a list of at least one of: {', '.join(p.name for p in Pass)}")
         if self.batch is not None and self.batch <= 0:
-            raise ValueError(f"batch must be a positive integer or null, got {self.batch}")
+            raise ConfigError("batch", self.batch, "a positive integer, or null for no cap")
         if self.threads is not None and self.threads <= 0:
-            raise ValueError(f"threads must be a positive integer or null, got {self.threads}")
+            raise ConfigError("threads", self.threads, "a positive integer, or null for torch's default")
         if self.budget_s <= 0:
-            raise ValueError(f"budget_s must be positive, got {self.budget_s}")
+            raise ConfigError("budget_s", self.budget_s, "seconds, > 0")
         if not self.impl:
-            raise ValueError("impl must name an implementation")
+            raise ConfigError("impl", "''", "a registered name or package.module:function")
 
 
 def register_configs() -> None:
@@ -165,3 +199,41 @@ def check_impl(name: str) -> None:
     """Raise `UnknownImplementation` (listing the known names) unless `name` resolves."""
     import implementations
     implementations.get(name)
+
+
+def _schema_with_defaults() -> DictConfig:
+    """The schema as a typed OmegaConf node, every default set (a placeholder suite), to try values on."""
+    return OmegaConf.structured(Config(suite=Suite(name="-", shapes=[])))
+
+
+def check_value(key: str, value: Any) -> None:
+    """Raise ConfigError unless the schema accepts `key=value` (its type, then its checks), so a bad
+    value reads like a bad name: one line, before Hydra composes anything. Keys the schema does not
+    have, and config groups (`suite`), are left to Hydra, whose messages suggest the right name."""
+    base = _schema_with_defaults()
+    if key == "suite" or key.startswith("suite.") or OmegaConf.select(base, key, default=_ABSENT) is _ABSENT:
+        return
+    try:
+        OmegaConf.update(base, key, value, merge=True)
+        OmegaConf.to_object(base)
+    except ConfigError:
+        raise
+    except (ValueError, TypeError) as exc:  # omegaconf's ValidationError is a ValueError
+        raise ConfigError(key, value, _what_is_allowed(exc)) from exc
+
+
+_ABSENT = object()
+
+
+def _what_is_allowed(exc: BaseException) -> str:
+    """omegaconf's type errors say what was expected on their first line; keep just that part."""
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    options = re.search(r"expected one of \[(.*)\]", first)
+    if options:
+        return f"one of {options.group(1)}"
+    if "is not a valid bool" in first:
+        return "true or false"
+    kind = re.search(r"could not be converted to (\w+)", first)
+    if kind:
+        return {"Integer": "an integer", "Float": "a number", "Boolean": "true or false"}.get(kind.group(1), kind.group(1))
+    return first

@@ -6,7 +6,7 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
-from .schema import FAILURES
+from .table.schema import FAILURES
 
 GROUP = ["suite", "layer", "shape", "device", "dtype"]
 

@@ -14,9 +14,9 @@ import torch
 from torch.utils.benchmark import Timer
 
 import implementations
-from harness.cases import make_case
-from harness.config import Config, Pass, Shape, Suite, Timing
-from harness.run import run_case
+from harness.config import Shape, Timing
+from harness.measure.cases import make_case
+from harness.measure.passes import CaseSettings, run_case
 
 SHAPE = Shape(layer="res_3x3", n=8, c_in=64, h=28, w=28, c_out=64, kernel=3, padding=1)
 
@@ -33,9 +33,8 @@ def main(argv: list[str] | None = None) -> int:
 
     threads = args.threads or torch.get_num_threads()
     device = torch.device(args.device)
-    cfg = Config(impl="cudnn", suite=Suite(name="timer", shapes=[SHAPE]), device=args.device,
-                 passes=[Pass.forward], threads=threads, budget_s=60.0,
-                 timing=Timing(min_run_time=args.min_run_time, warmup=1))
+    settings = CaseSettings(torch.float32, ("forward",), Timing(min_run_time=args.min_run_time, warmup=1),
+                            threads, budget_s=60.0, seed=0)
     fn = implementations.get("cudnn")
     case = make_case(SHAPE, device, torch.float32, seed=0)
     x, w, b = (t.detach().requires_grad_() for t in (case.x, case.weight, case.bias))
@@ -44,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
 
     harness_medians, bare_medians = [], []
     for _ in range(args.rounds):
-        res = run_case(fn, SHAPE, cfg, device)["forward"]
+        res = run_case(fn, SHAPE, settings, device)["forward"]
         if res.status != "ok":
             print(f"harness row is {res.status}: {res.message}")
             return 1

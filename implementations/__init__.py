@@ -11,7 +11,7 @@
 from .registry import (ENTRY_POINT_GROUP, UnknownImplementation, Unsupported, get, names, register,
                        unsupported_reason)
 from .params import ConvArgumentError, ConvArgumentTypeError, ConvParams, prepare
-from . import cudnn, fft, loop, unfold  # noqa: F401  (built-ins register themselves)
+from . import cudnn, fft, loop, unfold, winograd  # noqa: F401  (built-ins register themselves)
 from .module import Conv2d
 
 __all__ = ["names", "get", "register", "Conv2d", "Unsupported", "UnknownImplementation", "unsupported_reason",

@@ -149,8 +149,15 @@ class _Plan:
         return self.h.count * self.w.count
 
 
+# Machine: fitted on the project's 2-core x86-64 CPU VM only (lscpu: "AMD EPYC", torch 2.13 CPU
+# build, 1 thread), never on a GPU. The plan depends on shapes alone, so CUDA gets the same tilings:
+# on a GPU cuFFT batches all planes into one launch, so the per-plane cost below is mostly absent
+# there and the model may choose bands where one tile would be faster. It cannot choose a
+# pathological tiling: tests/test_fft.py bounds every suite shape's tiles to at most twice the
+# transform elements of one untiled transform (1.5x at worst). Refit on the GPU before trusting
+# fft's CUDA tilings for speed (bench-perf's fft rows show it).
 # Relative costs per unit, fitted by hand to forward timings of the tilings of 128x128 images
-# with kernels 3, 15 and 31 on the 2-core CPU (1 thread, interleaved, min of 12 rounds): one element of a transform (per log2 of its size,
+# with kernels 3, 15 and 31 on that CPU (1 thread, interleaved, min of 12 rounds): one element of a transform (per log2 of its size,
 # plus the layout copies around it), one complex multiply-add of the channel sum, one element of
 # the kernel spectrum (written once, memory-bound).
 _COST_COPY, _COST_MAC, _COST_KERNEL = 20.0, 4.6, 19.0

@@ -35,6 +35,11 @@ def _grouped(window: torch.Tensor, g: int) -> torch.Tensor:
     return window.view(n, g, c // g, kh, kw).transpose(0, 1)
 
 
+def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype sums across positions are kept in: float32 for the 16-bit types, else the dtype."""
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
 def _forward(x: torch.Tensor, weight: torch.Tensor, bias, p: ConvParams) -> torch.Tensor:
     xp = F.pad(x, p.pad_lrtb)
     n = x.shape[0]
@@ -65,12 +70,13 @@ def _backward(grad_out, x, weight, p: ConvParams, need_x: bool, need_w: bool):
     c_out, c_g, kh, kw = weight.shape
     g = p.groups
     ho, wo = grad_out.shape[-2:]
-    wg = weight.reshape(g, c_out // g, c_g * kh * kw)
-    go = grad_out.reshape(n, g, c_out // g, ho, wo).permute(3, 4, 1, 0, 2).contiguous()  # (Ho, Wo, g, n, Co/g)
-    window = x.new_empty(g, n, c_g, kh, kw)
-    gwin = x.new_empty(g, n, c_g, kh, kw)
+    acc = _acc_dtype(x.dtype)  # every buffer below in it: the 16-bit operands are upcast once
+    wg = weight.reshape(g, c_out // g, c_g * kh * kw).to(acc)
+    go = grad_out.reshape(n, g, c_out // g, ho, wo).permute(3, 4, 1, 0, 2).to(acc, memory_format=torch.contiguous_format)  # (Ho, Wo, g, n, Co/g)
+    window = x.new_empty(g, n, c_g, kh, kw, dtype=acc)
+    gwin = x.new_empty(g, n, c_g, kh, kw, dtype=acc)
     gw = torch.zeros_like(wg, memory_format=torch.contiguous_format) if need_w else None
-    gxp = torch.zeros_like(xp) if need_x else None
+    gxp = torch.zeros_like(xp, dtype=acc) if need_x else None
     for i, j, rows, cols in _positions(p, ho, wo):
         if need_w:  # weight gradient: window^T x output gradient, summed over positions
             window.copy_(_grouped(xp[:, :, rows, cols], g))
@@ -81,8 +87,8 @@ def _backward(grad_out, x, weight, p: ConvParams, need_x: bool, need_w: bool):
     gx = None
     if need_x:
         top, _, left, _ = p.padding
-        gx = gxp[:, :, top:top + x.shape[-2], left:left + x.shape[-1]]
-    return gx, (gw.view(weight.shape) if need_w else None)
+        gx = gxp[:, :, top:top + x.shape[-2], left:left + x.shape[-1]].to(x.dtype)
+    return gx, (gw.view(weight.shape).to(weight.dtype) if need_w else None)
 
 
 _conv = with_backward(_forward, _backward, "LoopConv")

@@ -15,6 +15,9 @@ What makes it fast without leaving the algorithm (`make bench-perf` measures it 
   grad_input, at stride 1, is the im2col convolution of grad_out with the flipped kernel (a
   product with C_out*kh*kw terms per element); at other strides, the transposed product
   scattered back by col2im (the gather's adjoint), whose product has only C_out terms.
+- float16/bfloat16: each matmul accumulates in float32 internally and rounds once, but sums
+  *across* matmuls (grad_weight over the batch chunks, col2im's overlapping windows) would round
+  at every addition in a 16-bit tensor. Those accumulators are float32, cast once at the end.
 """
 from __future__ import annotations
 
@@ -154,6 +157,11 @@ def _forward(x, weight, bias, p: ConvParams) -> torch.Tensor:
     return out
 
 
+def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype sums across matmuls are kept in: float32 for the 16-bit types, else the dtype."""
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
 def _grad_input_as_conv(go: torch.Tensor, weight: torch.Tensor, p: ConvParams) -> torch.Tensor:
     """Stride 1: grad_input is itself an im2col convolution of the output gradient with the
     flipped, in/out-swapped kernel (a 'full' correlation, cropped by the forward's padding;
@@ -182,8 +190,10 @@ def _backward(grad_out, x, weight, p: ConvParams, need_x: bool, need_w: bool):
     xp = plan.padded(x)
     wm = plan.weight_matrix(weight)
     buf = plan.cols_buffer(x) if need_w else None
-    gw = torch.zeros_like(wm, memory_format=torch.contiguous_format) if need_w else None
-    gxp = torch.zeros_like(xp, memory_format=plan.fmt) if need_x else None
+    acc = _acc_dtype(x.dtype)
+    gw = torch.zeros_like(wm, memory_format=torch.contiguous_format, dtype=acc) if need_w else None
+    # col2im adds overlapping windows into gxp; the direct paths write each element once.
+    gxp = torch.zeros_like(xp, memory_format=plan.fmt, dtype=x.dtype if plan.direct else acc) if need_x else None
     for a, b in plan.chunks():
         if plan.nhwc:
             go_c = plan.pixel_rows(go, a, b)  # (n*L, C_out), a view
@@ -193,12 +203,19 @@ def _backward(grad_out, x, weight, p: ConvParams, need_x: bool, need_w: bool):
             go_c = go[a:b].view(b - a, plan.c_out, plan.L).transpose(0, 1).reshape(plan.g, -1, (b - a) * plan.L)
         if need_w:
             cols = plan.cols(xp, buf, a, b)
-            if plan.nhwc:
-                gw.addmm_(cols.t(), go_c)
+            if gw.dtype == cols.dtype:  # the matmul adds into gw in place
+                if plan.nhwc:
+                    gw.addmm_(cols.t(), go_c)
+                elif plan.direct:
+                    gw[0].addbmm_(go_c, cols.transpose(1, 2))
+                else:
+                    gw.baddbmm_(go_c, cols.transpose(1, 2))
+            elif plan.nhwc:  # 16-bit: each chunk's (or image's) product rounded once, summed in float32
+                gw += torch.mm(cols.t(), go_c)
             elif plan.direct:
-                gw[0].addbmm_(go_c, cols.transpose(1, 2))
+                gw[0] += torch.bmm(go_c, cols.transpose(1, 2)).sum(0, dtype=acc)
             else:
-                gw.baddbmm_(go_c, cols.transpose(1, 2))
+                gw += torch.bmm(go_c, cols.transpose(1, 2))
         if need_x:
             if plan.direct and plan.nhwc:
                 torch.mm(go_c, wm.t(), out=plan.pixel_rows(gxp, a, b))
@@ -209,8 +226,8 @@ def _backward(grad_out, x, weight, p: ConvParams, need_x: bool, need_w: bool):
                 plan.col2im(gcols, gxp, a, b)
     if need_x:
         top, _, left, _ = p.padding
-        gx = gxp[:, :, top:top + plan.h, left:left + plan.w]
-    return gx, (plan.weight_grad(gw, weight) if need_w else None)
+        gx = gxp[:, :, top:top + plan.h, left:left + plan.w].to(x.dtype)
+    return gx, (plan.weight_grad(gw, weight).to(weight.dtype) if need_w else None)
 
 
 _conv = with_backward(_forward, _backward, "Im2colConv")

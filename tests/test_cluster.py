@@ -15,9 +15,12 @@ import pytest
 import torch
 
 from harness import aggregate as agg
+from harness.table import collect
+from harness.table.schema import MERGE_KEY
 from harness.callbacks import overlap_warnings
-from harness.concurrency import DeviceClaim, _start_stamp
-from harness.run import COMPLETE, run_job
+from harness.measure.concurrency import DeviceClaim, _start_stamp
+from harness.measure.job import run_job
+from harness.table.jobfolder import COMPLETE
 
 from conftest import REPO, run_harness  # (the basic launcher marks nothing: test_harness_e2e)
 from test_harness import job_config as _job_config
@@ -28,7 +31,7 @@ def job_config(impl, **kw):
     return _job_config(impl, **{"budget_s": 60.0, **kw})
 
 
-DEFAULT_IMPLS = {"loop", "unfold", "fft", "cudnn"}
+DEFAULT_IMPLS = {"loop", "unfold", "fft", "cudnn", "winograd"}
 HAS_RAY_PLUGIN = importlib.util.find_spec("hydra_plugins.hydra_ray_launcher") is not None
 
 
@@ -105,7 +108,7 @@ def test_slurm_sbatch_script_for_gpu_jobs(tmp_path):
     assert proc.returncode != 0 and "sbatch: fake" in proc.stderr, proc.stderr[-2000:]
     text = script.read_text()
     for line in ["#SBATCH --gpus-per-node=1", "#SBATCH --partition=gpu", "#SBATCH --time=90", "#SBATCH --mem=8GB",
-                 "#SBATCH --array=0-3%3", "#SBATCH --cpus-per-task=4", "#SBATCH --job-name=convbench",
+                 "#SBATCH --array=0-4%3", "#SBATCH --cpus-per-task=4", "#SBATCH --job-name=convbench",
                  "#SBATCH --ntasks-per-node=1", "module load cuda"]:
         assert line in text.splitlines(), f"{line!r} not in:\n{text}"
     assert "--exclusive" not in text  # GPU jobs share nodes, never GPUs
@@ -225,12 +228,12 @@ def _other_live_job(folder):
 def test_rows_measured_beside_a_live_job_are_concurrent(claim_dir, caplog):
     sweep, folder = claim_dir
     _other_live_job(folder)
-    with caplog.at_level(logging.WARNING, logger="harness.concurrency"):
+    with caplog.at_level(logging.WARNING, logger="harness.measure.concurrency"):
         df = run_job(job_config("unfold"), sweep / "0", sweep_dir=sweep, progress=False)
     assert df["concurrent"].all() and set(df["status"]) == {"ok"}
     assert len([r for r in caplog.records if "concurrent=True" in r.message]) == 1  # warned once per job
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="harness.concurrency"):
+    with caplog.at_level(logging.WARNING, logger="harness.measure.concurrency"):
         df = run_job(job_config("unfold", allow_concurrent=True), sweep / "1", sweep_dir=sweep, progress=False)
     assert df["concurrent"].all() and not caplog.records  # opted in: silent, but the rows still say so
 
@@ -283,7 +286,7 @@ def test_merge_sweeps_of_two_machines(tmp_path):
     a, b, out = tmp_path / "machine_a", tmp_path / "machine_b", tmp_path / "merged"
     run_job(job_config("unfold"), a / "0", sweep="day/a", job=0, progress=False)
     run_job(job_config("cudnn"), a / "1", sweep="day/a", job=1, progress=False)
-    agg.aggregate(a)
+    collect.aggregate(a)
     b.mkdir()  # the other machine's table only (copied back without its job folders), same job numbers
     other = pd.read_parquet(a / "results.parquet").assign(sweep="day/b", host="gpu-node-7",
                                                          device_name="NVIDIA A100-SXM4-80GB")
@@ -292,7 +295,7 @@ def test_merge_sweeps_of_two_machines(tmp_path):
     df = pd.read_parquet(out / "results.parquet")
     assert len(df) == 2 * len(other) and len(pd.read_csv(out / "results.csv")) == len(df)
     assert df.groupby("device_name").size().to_dict() == {"NVIDIA A100-SXM4-80GB": 8, df["device_name"][0]: 8}
-    assert not df.duplicated(agg.MERGE_KEY).any() and df["host"].nunique() == 2
+    assert not df.duplicated(MERGE_KEY).any() and df["host"].nunique() == 2
 
 
 def test_merge_needs_out_for_several_sweeps(tmp_path, capsys):

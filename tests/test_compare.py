@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 
 from data.synthetic import fabricate_results, write_sweep
-from harness import compare as cmp
-from harness.report import KEY
+from harness.report import compare as cmp
+from harness.report.analysis import IMPL_CASE as KEY
 
 TIMED = ["regression", "improvement", "noise", "no change"]
 

@@ -8,7 +8,7 @@ import pytest
 from hydra.errors import ConfigCompositionException, HydraException
 
 import implementations
-from harness.cases import label, output_size, scale_batch
+from harness.measure.cases import label, output_size, scale_batch
 from harness.callbacks import check_sweep
 from harness.config import Config, DType, Method, Pass, to_config
 
@@ -17,7 +17,7 @@ SUITES = sorted(p.stem for p in (Path(__file__).resolve().parent.parent / "conf"
 
 def test_defaults(compose):
     cfg = compose(hydra=True)
-    assert set(cfg.hydra.sweeper.params.impl.split(",")) == {"loop", "unfold", "fft", "cudnn"}
+    assert set(cfg.hydra.sweeper.params.impl.split(",")) == {"loop", "unfold", "fft", "cudnn", "winograd"}
     conf = _conf(compose)
     assert isinstance(conf, Config)
     assert conf.dtype == DType.float32 and conf.device == "auto" and not conf.allow_tf32

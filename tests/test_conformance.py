@@ -21,7 +21,7 @@ import implementations
 
 
 IMPLS = implementations.names()
-BUILTINS = ("cudnn", "fft", "loop", "unfold")
+BUILTINS = ("cudnn", "fft", "loop", "unfold", "winograd", "winograd_f2")
 DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 # Relative-norm tolerance floors per dtype; `tolerance` raises them for long reductions.
 RTOL = {torch.float64: 1e-10, torch.float32: 1e-5, torch.float16: 1e-2, torch.bfloat16: 5e-2}
@@ -29,6 +29,32 @@ RTOL = {torch.float64: 1e-10, torch.float32: 1e-5, torch.float16: 1e-2, torch.bf
 
 def test_builtins_are_registered():
     assert set(BUILTINS) <= set(IMPLS)
+
+
+def _not_3x3_stride1(case: "Case") -> bool:
+    k = case.kwargs
+    return (case.weight[2:] != (3, 3) or k.get("stride", 1) not in (1, (1, 1))
+            or k.get("dilation", 1) not in (1, (1, 1)))
+
+
+# Built-ins that cover only some shapes: impl -> "this case must be refused" (raise Unsupported).
+# Written out here, not asked of the implementation, so a wrong refusal (or a missing one) fails.
+SHAPE_LIMITS = {"winograd": _not_3x3_stride1, "winograd_f2": _not_3x3_stride1}
+
+
+def refuses(impl: str, case: "Case") -> bool:
+    return impl in SHAPE_LIMITS and SHAPE_LIMITS[impl](case)
+
+
+def supported_case(impl: str, case: "Case") -> "Case":
+    """`case`, or for an implementation that must refuse it, the same tensors and options with a 3x3
+    kernel at stride 1 and dilation 1 (so single-case tests still exercise every built-in)."""
+    if not refuses(impl, case):
+        return case
+    kwargs = dict(case.kwargs, stride=1, dilation=1)
+    if kwargs.get("padding", 0) != "same":
+        kwargs["padding"] = 1
+    return Case(case.name + "_as_3x3", case.input, case.weight[:2] + (3, 3), case.bias, kwargs, case.layout)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -85,6 +111,13 @@ CASES = [
     Case("channels_last", (2, 4, 6, 7), (6, 2, 3, 3), True, dict(stride=(2, 1), padding=1, groups=2),
          layout="channels_last"),
     Case("channels_last_same_even", (1, 3, 5, 5), (2, 3, 2, 2), False, dict(padding="same"),
+         layout="channels_last"),
+    # 3x3 at stride 1 in every padding form (what `winograd` covers): 'same', 'valid', tuples,
+    # padding beyond the kernel, outputs that are no multiple of the 4x4 (2x2) tiles, channels_last.
+    Case("k3_same_ragged", (2, 3, 9, 7), (4, 3, 3, 3), True, dict(padding="same")),
+    Case("k3_valid", (1, 4, 7, 10), (2, 4, 3, 3), False, dict(padding="valid")),
+    Case("k3_tuple_pad_large", (2, 2, 5, 6), (3, 2, 3, 3), True, dict(padding=(3, 0))),
+    Case("k3_channels_last_grouped", (2, 4, 6, 7), (6, 2, 3, 3), True, dict(padding=(1, 2), groups=2),
          layout="channels_last"),
     # Kernel/stride extremes.
     Case("kernel_1x1", (2, 5, 4, 4), (3, 5, 1, 1), True, {}),
@@ -215,6 +248,14 @@ def check_unsupported(impl: str, case: Case, dtype: torch.dtype, device: str = "
     pytest.fail(f"{impl} declares {dtype} unsupported on {device} but returned a result")
 
 
+def check_refuses_shape(impl: str, case: Case, dtype: torch.dtype, device: str = "cpu") -> None:
+    """A shape outside an implementation's `SHAPE_LIMITS` raises `Unsupported` (the harness records
+    'unsupported', not 'error'), with a reason."""
+    x, w, b = make_tensors(case, dtype, device)
+    with pytest.raises(implementations.Unsupported, match=r"\w"):
+        implementations.get(impl)(x, w, b, **case.kwargs)
+
+
 # ----------------------------------------------------------------------------------------------
 # Tests
 
@@ -226,6 +267,8 @@ def test_forward_backward_matches_reference(impl, case, dtype):
     reason = implementations.unsupported_reason(implementations.get(impl), "cpu", dtype)
     if reason is not None:
         check_unsupported(impl, case, dtype)
+    elif refuses(impl, case):
+        check_refuses_shape(impl, case, dtype)
     else:
         check_case(impl, case, dtype)
 
@@ -251,6 +294,7 @@ LAYOUT_CASES = [c for c in CASES if c.name in (
 def test_values_independent_of_memory_format(impl, case):
     """channels_last and non-contiguous copies of the same tensors give the same output and grads."""
     fn = implementations.get(impl)
+    case = supported_case(impl, case)
     x, w, b = make_tensors(case, torch.float64)
     results = []
     for fmt in ("contiguous", "channels_last", "transposed"):
@@ -276,7 +320,7 @@ def test_values_independent_of_memory_format(impl, case):
 def test_keyword_and_positional_calls_agree(impl):
     """`get(name)` has F.conv2d's signature: positional and keyword calls are the same call."""
     fn = implementations.get(impl)
-    case = CASES[1]
+    case = supported_case(impl, CASES[1])
     x, w, b = make_tensors(case, torch.float64)
     k = case.kwargs
     pos = fn(x, w, b, k["stride"], k["padding"], k["dilation"], k["groups"])
@@ -296,6 +340,7 @@ GRAD_OUT_CASES = [c for c in CASES if c.name in (
 def test_backward_with_unusual_grad_outputs(impl, case):
     """Real losses hand backward expanded (sum/mean), channels_last or transposed gradients."""
     fn = implementations.get(impl)
+    case = supported_case(impl, case)
     for kind in ("expanded", "channels_last", "transposed"):
         x, w, b = make_tensors(case, torch.float64, seed=7)
         out = fn(x, w, b, **case.kwargs)
@@ -319,7 +364,7 @@ def test_backward_with_unusual_grad_outputs(impl, case):
 def test_only_some_inputs_require_grad(impl):
     """Gradients for exactly the tensors that ask for them; none computed, none invented."""
     fn = implementations.get(impl)
-    case = next(c for c in CASES if c.name == "opinfo_groups2_dil4")
+    case = supported_case(impl, next(c for c in CASES if c.name == "opinfo_groups2_dil4"))
     for wanted in ("x", "w", "b", "xw", "wb", ""):
         x, w, b = make_tensors(case, torch.float64, seed=5)
         for name, t in (("x", x), ("w", w), ("b", b)):
@@ -341,7 +386,7 @@ def test_only_some_inputs_require_grad(impl):
 @pytest.mark.parametrize("impl", IMPLS)
 def test_no_grad_and_inference_mode(impl):
     fn = implementations.get(impl)
-    case = next(c for c in CASES if c.name == "same_even_kernel_dilated")
+    case = supported_case(impl, next(c for c in CASES if c.name == "same_even_kernel_dilated"))
     x, w, b = make_tensors(case, torch.float32)
     ref = reference(x, w, b, case.kwargs)[0]
     for ctx in (torch.no_grad, torch.inference_mode):
@@ -358,6 +403,7 @@ def test_calls_are_independent(impl):
     fn = implementations.get(impl)
     for case in (CASES[1], next(c for c in CASES if c.name == "kernel_1x1"),
                  next(c for c in CASES if c.name == "channels_last")):
+        case = supported_case(impl, case)
         x1, w1, b1 = make_tensors(case, torch.float32, seed=1)
         x2, w2, b2 = make_tensors(case, torch.float32, seed=2)
         before = [t.detach().clone() for t in (x1, w1, b1)]
@@ -385,6 +431,7 @@ def test_batch_is_images_side_by_side(impl, monkeypatch):
                  Case("batch5_cl_grouped", (5, 4, 6, 5), (4, 2, 2, 2), True, dict(groups=2, padding="same"),
                       layout="channels_last"),
                  Case("batch3_cl_1x1", (3, 4, 4, 4), (5, 4, 1, 1), False, {}, layout="channels_last")):
+        case = supported_case(impl, case)
         check_case(impl, case, torch.float64, seed=11)
         x, w, b = make_tensors(case, torch.float64, seed=11)
         whole = fn(x, w, b, **case.kwargs)
@@ -410,7 +457,7 @@ LARGE_IMAGE_CASES = [
 @pytest.mark.parametrize("case", LARGE_IMAGE_CASES, ids=[c.name for c in LARGE_IMAGE_CASES])
 @pytest.mark.parametrize("impl", [i for i in IMPLS if i != "loop"])  # loop: a minute each; see test_medium_shapes
 def test_large_images(impl, case, dtype):
-    check_case(impl, case, dtype)
+    check_case(impl, supported_case(impl, case), dtype)
 
 
 def test_large_image_cases_exercise_fft_tiling():
@@ -446,7 +493,7 @@ def test_medium_shapes(impl, case, dtype):
     """Realistic layer sizes (large reductions, several unfold chunks, long FFTs)."""
     if impl == "loop" and case.input[-1] * case.input[-2] > 400:
         case = Case(case.name, case.input[:2] + (12, 12), case.weight, case.bias, case.kwargs, case.layout)
-    check_case(impl, case, dtype)
+    check_case(impl, supported_case(impl, case), dtype)
 
 
 GRADCHECK_CASES = [
@@ -461,18 +508,19 @@ GRADCHECK_CASES = [
 @pytest.mark.parametrize("case", GRADCHECK_CASES, ids=[c.name for c in GRADCHECK_CASES])
 @pytest.mark.parametrize("impl", IMPLS)
 def test_gradcheck(impl, case):
-    run_gradcheck(implementations.get(impl), case, "cpu")
+    run_gradcheck(implementations.get(impl), supported_case(impl, case), "cpu")
 
 
-def run_gradcheck(fn, case: Case, device: str) -> None:
-    """Finite differences in float64 against the implementation's own backward."""
+def run_gradcheck(fn, case: Case, device: str, nondet_tol: float = 0.0) -> None:
+    """Finite differences in float64 against the implementation's own backward. `nondet_tol`:
+    how far two backward calls on the same input may differ (0: bitwise reproducible)."""
     x, w, b = make_tensors(case, torch.float64, device)
     inputs = (x, w, b) if b is not None else (x, w)
 
     def f(*t):
         return fn(t[0], t[1], t[2] if len(t) == 3 else None, **case.kwargs)
 
-    assert torch.autograd.gradcheck(f, inputs, eps=1e-6, atol=1e-7, rtol=1e-5)
+    assert torch.autograd.gradcheck(f, inputs, eps=1e-6, atol=1e-7, rtol=1e-5, nondet_tol=nondet_tol)
 
 
 def test_prepare_resolves_same_padding_like_pytorch():
@@ -576,14 +624,19 @@ def test_checks_catch_wrong_implementations(wrong, case, dtype, monkeypatch):
 
 
 @st.composite
-def conv_configs(draw, dtypes=(torch.float64, torch.float32)):
-    """A valid conv2d configuration (every drawn combination is one F.conv2d accepts)."""
+def conv_configs(draw, dtypes=(torch.float64, torch.float32), only_3x3_stride1=False):
+    """A valid conv2d configuration (every drawn combination is one F.conv2d accepts); with
+    `only_3x3_stride1`, the ones Winograd covers (3x3 kernel, stride 1, dilation 1)."""
     groups = draw(st.sampled_from([1, 1, 2, 3]))
     c_in = groups * draw(st.integers(1, 3))
     c_out = groups * draw(st.integers(1, 3))
-    kh, kw = draw(st.integers(1, 4)), draw(st.integers(1, 4))
-    dh, dw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
-    sh, sw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    if only_3x3_stride1:
+        kh = kw = 3
+        dh = dw = sh = sw = 1
+    else:
+        kh, kw = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+        dh, dw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+        sh, sw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
     ekh, ekw = dh * (kh - 1) + 1, dw * (kw - 1) + 1
     if sh == sw == 1 and draw(st.booleans()):
         padding = draw(st.sampled_from(["same", "valid"]))
@@ -614,6 +667,8 @@ def _fuzz(impl: str, config) -> None:
     fn = implementations.get(impl)
     if implementations.unsupported_reason(fn, "cpu", dtype) is not None:
         check_unsupported(impl, case, dtype)
+    elif refuses(impl, case):
+        check_refuses_shape(impl, case, dtype)
     else:
         check_case(impl, case, dtype, seed=seed)
 
@@ -637,6 +692,24 @@ def test_fuzz_long(impl, config):
     _fuzz(impl, config)
 
 
+@pytest.mark.parametrize("impl", sorted(SHAPE_LIMITS))
+@settings(max_examples=50, **FUZZ)
+@given(config=conv_configs(only_3x3_stride1=True))
+def test_fuzz_3x3_stride1(impl, config):
+    """The general fuzz rarely draws a shape a limited built-in supports: these are all 3x3 stride 1
+    (every padding form, groups, layouts, unbatched), so none may be refused."""
+    assert not refuses(impl, config[0])
+    _fuzz(impl, config)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("impl", sorted(SHAPE_LIMITS))
+@settings(max_examples=500, **FUZZ)
+@given(config=conv_configs(dtypes=DTYPES, only_3x3_stride1=True))
+def test_fuzz_3x3_stride1_long(impl, config):
+    _fuzz(impl, config)
+
+
 def test_fuzz_configs_are_valid_for_reference():
     """The fuzz strategy itself: every drawn configuration is accepted by F.conv2d."""
     @settings(max_examples=150, **FUZZ)
@@ -653,41 +726,54 @@ def test_fuzz_configs_are_valid_for_reference():
 # CUDA: the same checks on the GPU, one test function (one skip without CUDA)
 
 CUDA_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+# cuDNN's float64 weight-gradient algorithms may add with atomics, so two backward calls differ in
+# the last bits; PyTorch's own conv2d OpInfo gives gradcheck this much room
+# (torch.testing._internal.common_utils.GRADCHECK_NONDET_TOL, 1e-12 in torch 2.13). Only `cudnn`
+# calls cuDNN: the other built-ins must stay bitwise reproducible.
+GRADCHECK_NONDET_TOL = 1e-12
+NONDETERMINISTIC_ON_CUDA = {"cudnn"}
+
+
+@pytest.fixture
+def no_tf32():
+    """True float32 on CUDA for the test: TF32 convolutions/matmuls are only ~1e-3 accurate,
+    which no float32 tolerance here allows. The previous settings come back afterwards."""
+    prev = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    yield
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = prev
 
 
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_cuda_conformance():
-    # TF32 would make float32 convolutions/matmuls ~1e-3 accurate: compare true float32.
-    prev = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+def test_cuda_conformance(no_tf32):
     failures = []
-    try:
-        for impl in IMPLS:
-            fn = implementations.get(impl)
-            for dtype in CUDA_DTYPES:
-                for case in CASES:
-                    try:
-                        if implementations.unsupported_reason(fn, "cuda", dtype) is not None:
-                            check_unsupported(impl, case, dtype, device="cuda")
-                        else:
-                            check_case(impl, case, dtype, device="cuda")
-                    except Exception as exc:  # noqa: BLE001 - collect every failure, report together
-                        failures.append(f"{impl}/{case.name}/{dtype}: {type(exc).__name__}: {exc}"[:400])
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = prev
+    for impl in IMPLS:
+        fn = implementations.get(impl)
+        for dtype in CUDA_DTYPES:
+            for case in CASES:
+                try:
+                    if implementations.unsupported_reason(fn, "cuda", dtype) is not None:
+                        check_unsupported(impl, case, dtype, device="cuda")
+                    elif refuses(impl, case):
+                        check_refuses_shape(impl, case, dtype, device="cuda")
+                    else:
+                        check_case(impl, case, dtype, device="cuda")
+                except Exception as exc:  # noqa: BLE001 - collect every failure, report together
+                    failures.append(f"{impl}/{case.name}/{dtype}: {type(exc).__name__}: {exc}"[:400])
     assert not failures, f"{len(failures)} CUDA failures:\n" + "\n".join(failures)
 
 
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_cuda_gradcheck():
+def test_cuda_gradcheck(no_tf32):
     failures = []
     for impl in IMPLS:
         fn = implementations.get(impl)
+        tol = GRADCHECK_NONDET_TOL if impl in NONDETERMINISTIC_ON_CUDA else 0.0
         for case in GRADCHECK_CASES:
             try:
-                run_gradcheck(fn, case, "cuda")
+                run_gradcheck(fn, supported_case(impl, case), "cuda", nondet_tol=tol)
             except Exception as exc:  # noqa: BLE001 - collect every failure, report together
                 failures.append(f"{impl}/{case.name}: {exc}"[:400])
     assert not failures, "\n".join(failures)

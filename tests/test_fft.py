@@ -132,6 +132,38 @@ def plan_for(x_shape, w_shape, **kw):
     return fftmod._plan(x, w, p)
 
 
+def _suite_shapes():
+    import pathlib
+    import yaml
+    for path in sorted((pathlib.Path(__file__).resolve().parents[1] / "conf" / "suite").glob("*.yaml")):
+        for s in yaml.safe_load(path.read_text())["shapes"]:
+            yield f"{path.stem}/{s['layer']}", s
+
+
+@pytest.mark.parametrize("batch", [1, None], ids=["batch1", "suite_batch"])
+def test_tiling_never_multiplies_the_transform_work(batch):
+    """The tiling cost model was fitted on a 2-core CPU only, and the plan depends on shapes alone,
+    so a GPU gets the same tilings. Guard against a pathological one on any device: for every
+    shape of every suite, the tiles together transform at most twice the elements of one untiled
+    transform (overlap and rounding up to fast lengths; 1.5x at most today)."""
+    worst = []
+    for name, s in _suite_shapes():
+        kh, kw = s["kernel"] if isinstance(s["kernel"], list) else (s["kernel"],) * 2
+        g = s.get("groups", 1)
+        x = torch.empty(batch or s["n"], s["c_in"], s["h"], s["w"], device="meta")
+        w = torch.empty(s["c_out"], s["c_in"] // g, kh, kw, device="meta")
+        x, w, _, p, _ = implementations.prepare(x, w, None, s.get("stride", 1), s.get("padding", 0),
+                                                s.get("dilation", 1), g)
+        x, p = fftmod._single_tap_strides(x, p)
+        plan = fftmod._plan(x, w, p)
+        untiled = 1
+        for axis in (plan.h, plan.w):
+            untiled *= fftmod.fast_len(axis.out + max(axis.shift) - min(axis.shift))
+        worst.append((plan.tiles * plan.h.n * plan.w.n / untiled, name, (plan.h.count, plan.w.count)))
+    assert len(worst) > 100
+    assert max(worst)[0] <= 2.0, max(worst)
+
+
 def test_stride_only_computes_the_needed_outputs():
     """Stride s is a polyphase split: the transforms are about the output's size, not the input's."""
     plan = plan_for((1, 4, 64, 64), (4, 4, 3, 3), stride=2, padding=1)
@@ -234,6 +266,7 @@ def test_kernel_grad_reads_the_inverse_transform_at_the_taps():
 
 # ----- CUDA --------------------------------------------------------------------------------------
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("name", ["strided", "grouped", "same_even", "dilated_strided"])
 def test_cuda_matches_reference(name):

@@ -11,15 +11,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from harness import schema
-from harness.aggregate import aggregate
-from harness.cases import flops, make_case, output_size
-from harness.check import NotATensor, compare, reference, tolerance
+from harness.table import schema
+from harness.table.collect import aggregate
+from harness.measure.cases import flops, make_case, output_size
+from harness.measure.check import NotATensor, reference, tolerance
+from harness.measure.check import check_tensors as compare
 from harness.config import Config, DType, Method, Pass, Shape, Suite, Timing
-from harness.memory import peak_bytes
-from harness.run import COMPLETE, JOB_TABLE, ROWS_FILE, run_job
+from harness.measure.memory import peak_bytes
+from harness.measure.job import run_job
+from harness.table.jobfolder import COMPLETE, JOB_TABLE, ROWS_FILE
 from harness.summary import fastest
-from harness.timing import CaseTimeout, deadline, time_call
+from harness.measure.timing import CaseTimeout, deadline, time_call
 
 from conftest import PLUGINS
 
@@ -185,7 +187,7 @@ def test_incorrect_is_never_fastest():
 def test_bare_cuda_names_the_current_device(monkeypatch):
     """Tensors on CUDA report `cuda:0`; the job's device must too, or every CUDA result would be
     judged "on the wrong device". (Monkeypatched: runs without a GPU.)"""
-    from harness import devices
+    from harness.measure import devices
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 1)
     assert devices.resolve("cuda") == torch.device("cuda:1")

@@ -8,7 +8,7 @@ import sys
 import pandas as pd
 import pytest
 
-from harness.run import COMPLETE
+from harness.table.jobfolder import COMPLETE
 
 from conftest import PLUGINS, REPO, run_harness
 
@@ -25,6 +25,8 @@ def test_multirun_with_a_plugin_outside_the_repo(tmp_path):
     assert len(pd.read_csv(sweep / "results.csv")) == len(df) == 3 * 3 * 2
     assert df["impl"].tolist()[::6] == ["my_conv", "unfold", "cudnn"] and df["job"].is_monotonic_increasing
     assert set(df["status"]) == {"ok"} and df["correct"].all() and df["time_median_s"].gt(0).all()
+    assert df["deterministic"].all() and df["checked_calls"].eq(3).all() and df["repeat_max_diff"].eq(0).all()
+    assert df["err_vs_vendor"].between(0.1, 10).all()
     assert all((sweep / str(j) / COMPLETE).exists() for j in range(3))
     # the basic launcher runs one job at a time: nothing shared the device, nothing to warn about
     assert not df["concurrent"].any() and "concurrent=True" not in proc.stderr + proc.stdout

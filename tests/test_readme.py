@@ -3,7 +3,7 @@ import dataclasses
 import re
 from pathlib import Path
 
-from harness import schema
+from harness.table import schema
 from harness.config import Config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -11,7 +11,7 @@ README = (REPO / "README.md").read_text()
 
 
 def test_columns_table_matches_schema():
-    assert schema.markdown_table() in README, "regenerate the README's table with `python -m harness.schema`"
+    assert schema.columns_markdown() in README, "regenerate the README's table with `python -m harness.table.schema`"
 
 
 def test_example_plugin_is_quoted_in_full():

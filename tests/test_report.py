@@ -18,7 +18,10 @@ import matplotlib.image as mpimg  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 
 from data.synthetic import fabricate_results, write_sweep  # noqa: E402
-from harness import plots, report  # noqa: E402
+from harness.table.io import conform
+from harness.table.schema import COLUMNS
+from harness.report.__main__ import main as report_main
+from harness.report import analysis, plots, render  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -34,7 +37,7 @@ def assert_png(data: bytes, min_side: int = 200):
 
 @pytest.fixture(scope="module")
 def table() -> pd.DataFrame:
-    return report.enrich(fabricate_results())
+    return analysis.enrich(fabricate_results())
 
 
 # ------------------------------------------------------------------------------ derived figures
@@ -51,19 +54,19 @@ def test_incorrect_result_is_never_a_win(table):
     bad = table[table["status"] == "incorrect"]
     assert len(bad) == 1 and bad["speedup"].iloc[0] > 10  # the planted fast, wrong result
     assert not bad["winner"].any()
-    case = table.set_index(report.CASE).index.isin(bad.set_index(report.CASE).index)
+    case = table.set_index(analysis.CASE).index.isin(bad.set_index(analysis.CASE).index)
     winners = table[case & table["winner"]]
     assert list(winners["status"]) == ["ok"] and winners["impl"].iloc[0] != "fft"
 
 
 def test_one_winner_per_case_with_an_ok_row(table):
-    cases_with_ok = table[table["status"] == "ok"].groupby(report.CASE).ngroups
+    cases_with_ok = table[table["status"] == "ok"].groupby(analysis.CASE).ngroups
     assert table["winner"].sum() == cases_with_ok
     assert table.loc[table["winner"], "status"].eq("ok").all()
 
 
 def test_summary_counts(table):
-    s = report.summary(table)
+    s = analysis.summary(table)
     raw = fabricate_results()
     for impl, g in raw.groupby("impl"):
         assert s.loc[impl, "cases run"] == (~g["status"].isin(["unsupported", "skipped"])).sum()
@@ -78,8 +81,8 @@ def test_conform_reads_partial_tables():
     """Old or CPU-only tables (no CUDA columns, no samples, text booleans) read like complete ones."""
     raw = fabricate_results().drop(columns=["cuda", "cudnn", "samples", "peak_gflops"])
     raw["correct"] = raw["correct"].astype("string").str.lower()
-    df = report.conform(raw)
-    assert list(df.columns)[: len(report.COLUMNS)] == list(report.COLUMNS)
+    df = conform(raw)
+    assert list(df.columns)[: len(COLUMNS)] == list(COLUMNS)
     assert df["peak_gflops"].isna().all() and df["correct"].dtype == "boolean"
     assert df["correct"].sum() == (raw["correct"] == "true").sum()
 
@@ -95,7 +98,7 @@ def test_kernel_families_only_where_only_the_kernel_varies(table):
 
 def test_plots_without_data_are_left_out(table):
     no_ref = table[table["impl"] != "cudnn"].drop(columns=["speedup", "winner"])
-    assert plots.speedup(report.enrich(no_ref)) is None
+    assert plots.speedup(analysis.enrich(no_ref)) is None
     assert plots.crossover(table[table["suite"] != "kernels"]) is None
     failed = table.assign(status="error", time_median_s=float("nan"), gflops=float("nan"),
                           speedup=float("nan"), rel_err=float("nan"))
@@ -109,7 +112,7 @@ def test_panels_follow_devices_dtypes_and_passes(table):
     """A second device doubles the panels; reference speedups stay per device (never CPU vs GPU)."""
     one = table[(table["dtype"] == "float32") & (table["suite"] == "kernels")]
     gpu = one.assign(device="cuda:0", time_median_s=one["time_median_s"] / 20)
-    two = report.enrich(pd.concat([one, gpu], ignore_index=True).drop(columns=["speedup", "winner", "pct_peak"]))
+    two = analysis.enrich(pd.concat([one, gpu], ignore_index=True).drop(columns=["speedup", "winner", "pct_peak"]))
     pd.testing.assert_series_equal(two.loc[two["device"] == "cpu", "speedup"].reset_index(drop=True),
                                    two.loc[two["device"] == "cuda:0", "speedup"].reset_index(drop=True))
     for draw, n in ((plots.speedup, 4), (plots.time_vs_size, 4), (plots.crossover, 4)):
@@ -126,7 +129,7 @@ def written(tmp_path_factory) -> Path:
     df = fabricate_results()
     df = df[(df["dtype"] == "float32") & (df["pass"] == "forward")]
     sweep = write_sweep(tmp_path_factory.mktemp("sweep"), df)
-    out = report.write_report(sweep)
+    out = render.write_report(sweep)
     assert out == sweep / "report.html"
     return sweep
 
@@ -169,7 +172,7 @@ def test_stale_plots_are_removed_and_csv_is_enough(tmp_path):
             & (df["impl"].isin(["cudnn", "unfold"]))]
     df.to_csv(tmp_path / "results.csv", index=False)
     (tmp_path / "crossover.png").write_bytes(PNG_MAGIC)
-    report.write_report(tmp_path)
+    render.write_report(tmp_path)
     assert not (tmp_path / "crossover.png").exists()
     assert "Crossover" not in (tmp_path / "report.html").read_text(encoding="utf-8")
 
@@ -181,14 +184,14 @@ def test_a_minimal_table_still_reports(tmp_path):
     full = full[(full["dtype"] == "float32") & (full["pass"] == "forward")]
     cols = ["impl", "shape", "device", "dtype", "pass", "status", "time_median_s"]
     full[cols].to_parquet(tmp_path / "results.parquet")
-    page = report.write_report(tmp_path).read_text(encoding="utf-8")
+    page = render.write_report(tmp_path).read_text(encoding="utf-8")
     # correctness stays: the timeouts in the table are worth a picture even without error figures
     assert sorted(p.stem for p in tmp_path.glob("*.png")) == ["correctness", "speedup"]
     assert "<th>wins</th>" in page and "<td>cudnn</td>" in page
 
 
 def test_cli_reports_a_missing_table(tmp_path, capsys):
-    assert report.main([str(tmp_path)]) == 2
+    assert report_main([str(tmp_path)]) == 2
     assert "no results.parquet" in capsys.readouterr().err
 
 
@@ -197,7 +200,7 @@ def test_cli_reports_a_missing_table(tmp_path, capsys):
 def test_full_synthetic_report(tmp_path):
     """Every facet: two dtypes, both passes, all statuses."""
     sweep = write_sweep(tmp_path, fabricate_results())
-    report.write_report(sweep)
+    render.write_report(sweep)
     for name, *_ in plots.PLOTS:
         assert_png((sweep / f"{name}.png").read_bytes())
 
@@ -228,12 +231,12 @@ def test_merged_machines_are_ranked_apart():
     cudnn reference and its own winner, and the plots facet by the device's model."""
     a = fabricate_results().assign(device="cpu", device_name="CPU A")
     b = fabricate_results().assign(device="cpu", device_name="CPU B", time_median_s=lambda d: d["time_median_s"] * 3)
-    merged = report.by_device_name(pd.concat([a, b], ignore_index=True))
+    merged = analysis.by_device_name(pd.concat([a, b], ignore_index=True))
     assert set(merged["device"]) == {"cpu (CPU A)", "cpu (CPU B)"}
-    t = report.enrich(merged)
+    t = analysis.enrich(merged)
     ok_cudnn = t[(t["impl"] == "cudnn") & (t["status"] == "ok")]
     assert (ok_cudnn["speedup"] - 1).abs().max() < 1e-12  # each machine against its own cudnn
     wins = t[t["winner"]].groupby(["shape", "dtype", "pass"])["device"].nunique()
     assert (wins == 2).all()
     single = fabricate_results()
-    assert report.by_device_name(single)["device"].equals(single["device"])
+    assert analysis.by_device_name(single)["device"].equals(single["device"])

@@ -14,7 +14,8 @@ import pandas as pd
 import pytest
 
 from harness.config import Pass, Timing
-from harness.run import COMPLETE, JOB_TABLE, ROWS_FILE, run_job
+from harness.measure.job import run_job
+from harness.table.jobfolder import COMPLETE, JOB_TABLE, ROWS_FILE
 
 from conftest import REPO
 from test_harness import SMOKE, job_config as _job_config

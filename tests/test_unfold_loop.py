@@ -152,6 +152,47 @@ def test_unfold_1x1_needs_no_gather():
             assert _allocations(lambda: fn(x, w)) == 1, layout
 
 
+# Long sums across matmuls in 16-bit types (issue #16, item 7): (impl, input, weight, kwargs,
+# layout, unfold's CHUNK_BYTES or None). Each reaches a path that added partial results in the
+# 16-bit dtype: loop's grad_weight over 56x56 positions (large_56 was 6% off in bfloat16) and its
+# grad_input over 15x15 taps; unfold's grad_weight over one-image chunks (NCHW and NHWC), over the
+# images of a 1x1 conv, and col2im's overlapping 7x7 windows at stride 2.
+LONG_SUMS = {
+    "loop_56x56": ("loop", (1, 8, 56, 56), (8, 8, 3, 3), dict(padding=1), "contiguous", None),
+    "loop_k15": ("loop", (1, 8, 16, 16), (8, 8, 15, 15), dict(padding=7), "contiguous", None),
+    "unfold_chunks": ("unfold", (64, 8, 16, 16), (8, 8, 3, 3), dict(padding=1), "contiguous", 1),
+    "unfold_chunks_nhwc": ("unfold", (64, 8, 16, 16), (8, 8, 3, 3), dict(padding=1), "channels_last", 1),
+    "unfold_1x1_images": ("unfold", (64, 8, 16, 16), (8, 8, 1, 1), {}, "contiguous", None),
+    "unfold_col2im": ("unfold", (64, 8, 17, 17), (8, 8, 7, 7), dict(stride=2, padding=3), "contiguous", 1),
+}
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bfloat16", "float16"])
+@pytest.mark.parametrize("name", list(LONG_SUMS))
+def test_half_precision_sums_accumulate_in_float32(name, dtype, monkeypatch):
+    """float16/bfloat16 output and gradients within one unit of roundoff (eps/2) of float64
+    F.conv2d, however long the sum behind them: only the final cast may round. Partial sums kept
+    in the 16-bit dtype round at every addition (0.2-9 units here)."""
+    impl, xs, ws, kwargs, layout, chunk = LONG_SUMS[name]
+    if chunk is not None:
+        monkeypatch.setattr(unfold_mod, "CHUNK_BYTES", chunk)
+    gen = torch.Generator().manual_seed(0)
+    x = _layout(torch.randn(xs, generator=gen, dtype=torch.float64), layout)
+    w = torch.randn(ws, generator=gen, dtype=torch.float64) / (ws[1] * ws[2] * ws[3]) ** 0.5
+    x16, w16 = (t.to(dtype).requires_grad_() for t in (x, w))
+    out = implementations.get(impl)(x16, w16, None, **kwargs)
+    grad_out = torch.randn(out.shape, generator=gen, dtype=torch.float64).to(dtype)
+    got = (out, *torch.autograd.grad(out, (x16, w16), grad_out))
+    x64, w64 = (t.detach().double().requires_grad_() for t in (x16, w16))  # the same rounded values
+    ref = F.conv2d(x64, w64, None, **kwargs)
+    want = (ref, *torch.autograd.grad(ref, (x64, w64), grad_out.double()))
+    unit = torch.finfo(dtype).eps / 2
+    for what, g, r in zip(("output", "grad_input", "grad_weight"), got, want):
+        assert g.dtype == dtype, f"{what}: {g.dtype}"
+        err = ((g.double() - r).norm() / r.norm()).item()
+        assert err <= unit, f"{name} {what}: relative error {err:.2e} > {unit:.2e} (eps/2 of {dtype})"
+
+
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("impl", ["unfold", "loop"])

@@ -9,12 +9,14 @@ import time
 
 import pandas as pd
 import pytest
+import yaml
 
-from clusterlib import readme, run_command, slurm_cluster  # noqa: F401 (a fixture)
+from clusterlib import REPO, readme, run_command, slurm_cluster  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.slurm
 
 KEY = ["impl", "layer", "pass"]
+DEFAULT_IMPLS = yaml.safe_load((REPO / "conf" / "config.yaml").read_text())["hydra"]["sweeper"]["params"]["impl"].split(",")
 
 
 def table(tmp_path) -> pd.DataFrame:
@@ -31,10 +33,11 @@ def test_cpu_sweep_of_a_new_user(slurm_cluster, tmp_path):
     proc = run_command(readme("python -m harness -m +launcher=slurm suite=smoke device=cpu"), tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     df = table(tmp_path)
-    assert len(df) == 24 and set(df["status"]) == {"ok"} and not df.duplicated(["job", *KEY]).any()
+    jobs = len(DEFAULT_IMPLS)  # the default sweep: one job per built-in, 6 rows each on the smoke suite
+    assert len(df) == 6 * jobs and set(df["status"]) == {"ok"} and not df.duplicated(["job", *KEY]).any()
     assert not df["concurrent"].any()
-    assert "concurrent: 0 of 24 rows" in proc.stdout and "report:" in proc.stdout
-    assert re.search(r"SLURM 4 jobs: .*running", proc.stderr) and "SLURM 4 jobs: 4 done" in proc.stderr
+    assert f"concurrent: 0 of {6 * jobs} rows" in proc.stdout and "report:" in proc.stdout
+    assert re.search(rf"SLURM {jobs} jobs: .*running", proc.stderr) and f"SLURM {jobs} jobs: {jobs} done" in proc.stderr
     text = scripts(tmp_path)
     assert "#SBATCH --exclusive" in text and "gpu" not in text and "gres" not in text
 
@@ -48,8 +51,8 @@ def test_shared_cpu_nodes_are_reported(slurm_cluster, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     df = table(tmp_path)
     shared = int(df["concurrent"].sum())
-    assert len(df) == 24 and shared > 0, "two 1-CPU jobs on a 2-CPU node never overlapped?"
-    assert f"concurrent: {shared} of 24 rows" in proc.stdout
+    assert len(df) == 6 * len(DEFAULT_IMPLS) and shared > 0, "two 1-CPU jobs on a 2-CPU node never overlapped?"
+    assert f"concurrent: {shared} of {len(df)} rows" in proc.stdout
     assert "may share a node's cores" in proc.stderr
 
 

@@ -13,8 +13,8 @@ import json
 import numpy as np
 import pandas as pd
 
-from harness.report import conform
-from harness.schema import COLUMNS
+from harness.table.io import conform
+from harness.table.schema import COLUMNS
 
 # (suite, layer, n, c_in, h, c_out, k, stride, pad)
 SHAPES = [

@@ -1,6 +1,6 @@
 """What changed between two sweeps: per (impl, shape, device, dtype, pass), NEW's median over OLD's.
 
-    python -m harness.compare OLD NEW [--threshold 1.10] [--alpha 0.05] [--fail-on-regression]
+    python -m harness.report.compare OLD NEW [--threshold 1.10] [--alpha 0.05] [--fail-on-regression]
 
 Timings are noisy, so a ratio alone proves nothing. As airspeed velocity (asv) does, a row is
 flagged only when both hold: the ratio of medians passes the threshold (NEW/OLD >= 1.10 is a
@@ -22,7 +22,10 @@ import numpy as np
 import pandas as pd
 from scipy.stats import mannwhitneyu
 
-from harness.report import FAILURES, KEY, REFERENCE, load_results, markdown_table
+from harness.table.schema import FAILURES
+
+from .analysis import IMPL_CASE, REFERENCE, load_results
+from .render import markdown_table
 
 THRESHOLD = 1.10
 ALPHA = 0.05
@@ -81,9 +84,9 @@ def compare(old: pd.DataFrame, new: pd.DataFrame, threshold: float = THRESHOLD,
     NEW/OLD, the Mann-Whitney p-value and the verdict (`change`)."""
     if threshold <= 1:
         raise ValueError(f"threshold must be > 1 (a ratio such as 1.10), got {threshold}")
-    old = old.drop_duplicates(KEY)[KEY + CARRY]
-    new = new.drop_duplicates(KEY)[KEY + CARRY]
-    m = old.merge(new, on=KEY, how="outer", suffixes=("_old", "_new"), indicator=True)
+    old = old.drop_duplicates(IMPL_CASE)[IMPL_CASE + CARRY]
+    new = new.drop_duplicates(IMPL_CASE)[IMPL_CASE + CARRY]
+    m = old.merge(new, on=IMPL_CASE, how="outer", suffixes=("_old", "_new"), indicator=True)
     m["ratio"] = (m["time_median_s_new"] / m["time_median_s_old"]).astype("float64")
     m["p_value"] = [p_value(a, b) for a, b in zip(m["samples_old"], m["samples_new"])]
     m["change"] = m.apply(_classify, axis=1, threshold=threshold, alpha=alpha) if len(m) else []
@@ -126,7 +129,7 @@ def plot(c: pd.DataFrame, threshold: float, max_rows: int = 60):
     import matplotlib.pyplot as plt
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-    import harness.plots  # noqa: F401  (the report's seaborn look)
+    from . import plots  # noqa: F401  (the report's seaborn look)
 
     d = c[c["change"].isin(["regression", "improvement", "noise", "no change"])].copy()
     if d.empty:
@@ -204,7 +207,7 @@ def write(c: pd.DataFrame, out: pathlib.Path, threshold: float, alpha: float, ol
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m harness.compare", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m harness.report.compare", description=__doc__.splitlines()[0])
     parser.add_argument("old", type=pathlib.Path, help="the earlier sweep folder (holding results.parquet)")
     parser.add_argument("new", type=pathlib.Path, help="the later sweep folder")
     parser.add_argument("--threshold", type=float, default=THRESHOLD,
@@ -228,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     flagged = c[c["change"].isin(["regression", "improvement", "broken", "fixed"])]
     for r in flagged.head(MAX_PRINTED).to_dict("records"):
         ratio = "" if pd.isna(r["ratio"]) else f"  {r['ratio']:.2f}x (p={r['p_value']:.2g})"
-        print(f"  {r['change']:<11} " + " ".join(str(r[k]) for k in KEY) + ratio)
+        print(f"  {r['change']:<11} " + " ".join(str(r[k]) for k in IMPL_CASE) + ratio)
     if len(flagged) > MAX_PRINTED:
         print(f"  ... and {len(flagged) - MAX_PRINTED} more flagged rows in compare.md")
     print("wrote " + ", ".join(str(p) for p in paths))

@@ -21,6 +21,8 @@ from typing import Any, Iterable, Optional
 import pandas as pd
 from omegaconf import OmegaConf
 
+from .io import read_table, write_atomic  # noqa: F401  (write_atomic: the job writes its table with it)
+
 ROWS_FILE = "rows.jsonl"
 JOB_TABLE = "job.parquet"
 ENV_FILE = "env.json"
@@ -67,20 +69,10 @@ def read_rows(path: Path) -> list[dict]:
     return rows
 
 
-def write_atomic(df: pd.DataFrame, path: Path) -> None:
-    """Write a parquet or csv file through a temporary file and os.replace: never half-written."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    if path.suffix == ".csv":
-        df.to_csv(tmp, index=False)
-    else:
-        df.to_parquet(tmp, index=False)
-    os.replace(tmp, path)
-
-
 def finished_table(out: Path) -> Optional[pd.DataFrame]:
     """The job's final table if it completed (COMPLETE written after job.parquet), else None."""
     if (out / COMPLETE).exists() and (out / JOB_TABLE).exists():
-        return pd.read_parquet(out / JOB_TABLE)
+        return read_table(out / JOB_TABLE)
     return None
 
 

@@ -13,7 +13,7 @@ import torch
 
 from .devices import absent_reason
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def cpu_model() -> str:

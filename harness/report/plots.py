@@ -1,4 +1,4 @@
-"""The report's figures. Each function takes the enriched results table (`report.enrich`) and
+"""The report's figures. Each function takes the enriched results table (`analysis.enrich`) and
 returns a matplotlib Figure, or None when the sweep has no data for it (the report then leaves
 the plot out rather than drawing an empty frame).
 
@@ -18,7 +18,7 @@ from matplotlib.colors import TwoSlopeNorm
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-from harness.report import REFERENCE
+from .analysis import REFERENCE
 
 sns.set_theme(style="whitegrid", context="notebook", font_scale=0.9)
 
@@ -31,7 +31,7 @@ def _timed(df: pd.DataFrame, statuses=("ok",)) -> pd.DataFrame:
     return df[df["status"].isin(statuses) & (df["time_median_s"] > 0)]
 
 
-BUILTINS = (REFERENCE, "unfold", "fft", "loop")  # fixed colours, so every report reads alike
+BUILTINS = (REFERENCE, "unfold", "fft", "loop", "winograd")  # fixed colours, so every report reads alike
 
 
 def palette(df: pd.DataFrame) -> dict[str, tuple]:
@@ -175,13 +175,13 @@ def speedup(df: pd.DataFrame):
         for impl, s in sub.groupby("impl"):
             ok = s[s["status"] == "ok"]
             bad = s[s["status"] != "ok"]
-            y = ok["case"].map(ypos) + (list(pal).index(impl) - (len(pal) - 1) / 2) * 0.12
+            y = ok["case"].map(ypos).astype("float64") + (list(pal).index(impl) - (len(pal) - 1) / 2) * 0.12
             ax.scatter(ok["speedup"], y, color=pal[impl], s=36, zorder=3, edgecolor="white", lw=0.5)
             win = ok[ok["winner"]]
             ax.scatter(win["speedup"], y[ok["winner"]], marker="*", s=240, color=pal[impl],
                        edgecolor="black", lw=0.8, zorder=4)
             if len(bad):
-                ax.scatter(bad["speedup"], bad["case"].map(ypos), marker="X", s=60, color="none",
+                ax.scatter(bad["speedup"], bad["case"].map(ypos).astype("float64"), marker="X", s=60, color="none",
                            edgecolor="#c00", lw=1.2, zorder=3)
         ax.set_title(_facet_title(keys, facets))
         ax.set_xscale("log")
@@ -218,7 +218,7 @@ def throughput(df: pd.DataFrame):
     for ax, (keys, sub) in zip(axes, groups):
         log = sub["gflops"].max() / sub["gflops"].min() > 10
         for impl, s in sub.groupby("impl"):
-            y = s["case"].map(ypos) + (list(pal).index(impl) - (len(pal) - 1) / 2) * 0.12
+            y = s["case"].map(ypos).astype("float64") + (list(pal).index(impl) - (len(pal) - 1) / 2) * 0.12
             ax.scatter(s["gflops"], y, color=pal[impl], s=36, zorder=3, edgecolor="white", lw=0.5)
         peak = sub["peak_gflops"].dropna()
         xmax = max(sub["gflops"].max(), peak.max() if len(peak) else 0) * 1.3

@@ -10,7 +10,7 @@ from typing import Any, List, Optional
 
 import torch
 
-from .config import Shape
+from harness.config import Shape
 
 
 @dataclass
@@ -43,16 +43,17 @@ def scale_batch(shapes: List[Shape], batch: Optional[int]) -> List[Shape]:
     return out
 
 
-def _pair_str(p) -> str:
+def pair_str(p) -> str:
+    """A (h, w) pair as 'h,w'; 'same' / 'valid' as they are (the table's stride/padding/dilation text)."""
     return p if isinstance(p, str) else f"{p[0]},{p[1]}"
 
 
 def label(s: Shape) -> str:
     """Compact, unique description: n,c_in,h,w -> c_out, kernel, stride, padding, dilation, groups."""
     k = f"{s.kernel[0]}x{s.kernel[1]}"
-    text = f"{s.n},{s.c_in},{s.h},{s.w}->{s.c_out} k{k} s{_pair_str(s.stride)} p{_pair_str(s.padding)}"
+    text = f"{s.n},{s.c_in},{s.h},{s.w}->{s.c_out} k{k} s{pair_str(s.stride)} p{pair_str(s.padding)}"
     if tuple(s.dilation) != (1, 1):
-        text += f" d{_pair_str(s.dilation)}"
+        text += f" d{pair_str(s.dilation)}"
     if s.groups != 1:
         text += f" g{s.groups}"
     if not s.bias:

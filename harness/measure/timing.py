@@ -15,10 +15,11 @@ import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
+import numpy as np
 import torch
 from torch.utils.benchmark import Timer
 
-from .config import Method, Timing
+from harness.config import Method, Timing
 
 
 class CaseTimeout(BaseException):
@@ -50,12 +51,24 @@ def deadline(seconds: Optional[float]):
         signal.signal(signal.SIGALRM, previous)
 
 
-@dataclass
+@dataclass(frozen=True)
 class TimingResult:
-    median: float
-    iqr: float
-    n_runs: int
-    samples: list[float]
+    """Raw per-call times in, statistics derived, as torch.utils.benchmark's Measurement: the samples
+    are the record (compare's significance tests read them), every figure is computed from them."""
+    samples: tuple[float, ...]
+
+    @property
+    def n_runs(self) -> int:
+        return len(self.samples)
+
+    @property
+    def median(self) -> float:
+        return float(np.median(self.samples))
+
+    @property
+    def iqr(self) -> float:
+        q1, q3 = np.percentile(self.samples, [25, 75])
+        return float(q3 - q1)
 
     @property
     def samples_json(self) -> str:
@@ -81,4 +94,4 @@ def time_call(fn: Callable[[], Any], timing: Timing, device: torch.device,
                                      max_run_time=timing.max_run_time)
     else:
         m = timer.blocked_autorange(min_run_time=timing.min_run_time)
-    return TimingResult(median=m.median, iqr=m.iqr, n_runs=len(m.times), samples=list(m.times))
+    return TimingResult(tuple(m.times))

@@ -1,15 +1,42 @@
 """The results table: tidy long format, one row per (impl, shape, device, dtype, pass).
 
-This module is the contract between the code that measures (`harness.run`) and the code that
-reads (`harness.report`, `harness.compare`, `harness.aggregate`). The README's column table is
-generated from `COLUMNS`, so the two cannot drift apart.
+This module is the contract between the code that measures (`harness.measure`) and the code that
+reads (`harness.report`, `harness.table.collect`). The README's column table is generated from
+`COLUMNS`, so the two cannot drift apart; `harness.table.row.Row` has exactly these fields (a test
+checks), so a misspelled column is a TypeError where the row is built, not an all-NA column.
+
+Stored tables carry `table_version`; `harness.table.read` reads every version up to `TABLE_VERSION`.
 """
 from __future__ import annotations
 
-STATUSES = ("ok", "incorrect", "error", "timeout", "unsupported", "skipped")
-FAILURES = ("incorrect", "error", "timeout")  # ran and went wrong
-NOT_RUN = ("unsupported", "skipped")  # deliberately not run: not a failure
+from enum import Enum
+
+# 1: the first stored tables (no `table_version` column). 2: `table_version` added.
+# (still 2: `checked_calls`, `deterministic`, `repeat_max_diff`, `err_vs_vendor` were added without a bump:
+# older version-2 tables read them as NA, and no existing column changed meaning.)
+TABLE_VERSION = 2
+
+
+class Status(str, Enum):
+    """A row's outcome. A str, so `df["status"] == "ok"` and JSON keep working."""
+    ok = "ok"                    # ran, and every checked tensor is within tolerance
+    incorrect = "incorrect"      # ran, and something is wrong (values, shape, dtype, device, NaN)
+    error = "error"              # raised
+    timeout = "timeout"          # ran past budget_s
+    unsupported = "unsupported"  # the implementation declares it does not handle this case
+    skipped = "skipped"          # the device is not present
+
+    def __str__(self) -> str:
+        return self.value
+
+
+STATUSES = tuple(s.value for s in Status)
+FAILURES = (Status.incorrect.value, Status.error.value, Status.timeout.value)  # ran and went wrong
+NOT_RUN = (Status.unsupported.value, Status.skipped.value)  # deliberately not run: not a failure
 PASSES = ("forward", "backward")
+# One row of a sweep; across sweeps (a merge of several machines) also sweep, host and device model.
+ROW_KEY = ["job", "impl", "suite", "layer", "shape", "device", "dtype", "pass"]
+MERGE_KEY = ["sweep", "host", "device_name", *ROW_KEY]
 
 # name -> (pandas dtype, meaning)
 COLUMNS: dict[str, tuple[str, str]] = {
@@ -43,6 +70,10 @@ COLUMNS: dict[str, tuple[str, str]] = {
     "max_abs_err": ("float64", "largest absolute difference from the float64 F.conv2d reference"),
     "rel_err": ("float64", "worst relative error ||out - ref|| / ||ref|| over the pass's tensors"),
     "tol": ("float64", "relative-error tolerance for the dtype"),
+    "checked_calls": ("Int64", "calls checked against the reference: the first, a second, one after the timed runs (check.calls)"),
+    "deterministic": ("boolean", "the checked calls gave bitwise-equal results (outputs or gradients); NA with one call"),
+    "repeat_max_diff": ("float64", "largest absolute difference between the checked calls' results (0 when deterministic)"),
+    "err_vs_vendor": ("float64", "rel_err / cudnn's rel_err for the same case (sweep, host, device, dtype, pass); the vendor's error floored at the dtype's unit roundoff. Added when a sweep's table is aggregated"),
     # timing
     "time_median_s": ("float64", "median time of one call, seconds"),
     "time_iqr_s": ("float64", "interquartile range of the timed samples, seconds"),
@@ -63,24 +94,31 @@ COLUMNS: dict[str, tuple[str, str]] = {
     "git_dirty": ("boolean", "uncommitted changes in the checkout when the row was measured"),
     "host": ("string", "host name"),
     "time": ("string", "ISO time the job started"),
+    "table_version": ("Int64", "format version of the stored table (harness.table.schema.TABLE_VERSION)"),
 }
 
 
 def frame(rows) -> "pandas.DataFrame":  # noqa: F821
-    """Rows (dicts) -> a DataFrame with exactly COLUMNS, in order, with their dtypes. Missing keys
-    become NA; extra keys are dropped. Both the job tables and the aggregate go through here."""
+    """Rows (`Row`s or dicts of the current version) -> a DataFrame with exactly COLUMNS, in order, with
+    their dtypes. Missing keys become NA; an unknown key is an error (a misspelling would otherwise
+    vanish). Tables read from disk, of any version, go through `harness.table.read` instead."""
     import pandas as pd
 
-    df = pd.DataFrame(list(rows), columns=list(COLUMNS))
+    records = [r.as_dict() if hasattr(r, "as_dict") else dict(r) for r in rows]
+    unknown = sorted({k for r in records for k in r} - set(COLUMNS))
+    if unknown:
+        raise KeyError(f"not columns of the results table: {', '.join(unknown)} (see harness/table/schema.py)")
+    df = pd.DataFrame(records, columns=list(COLUMNS))
+    df["table_version"] = df["table_version"].fillna(TABLE_VERSION) if len(df) else df["table_version"]
     return df.astype({name: dtype for name, (dtype, _) in COLUMNS.items()})
 
 
-def markdown_table() -> str:
-    """The README's column reference, generated from COLUMNS: `python -m harness.schema`."""
+def columns_markdown() -> str:
+    """The README's column reference, generated from COLUMNS: `python -m harness.table.schema`."""
     lines = ["| column | type | meaning |", "|---|---|---|"]
     lines += [f"| `{name}` | {dtype} | {meaning} |" for name, (dtype, meaning) in COLUMNS.items()]
     return "\n".join(lines)
 
 
 if __name__ == "__main__":
-    print(markdown_table())
+    print(columns_markdown())

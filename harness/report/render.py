@@ -1,6 +1,6 @@
 """A sweep's report for people: `report.md`, a self-contained `report.html` and the plots as PNGs.
 
-    python -m harness.report results/latest
+    python -m harness.report results/latest   (harness/report/__main__.py)
 
 The results table answers questions only if you know how to ask; the report answers the usual
 ones at a glance: which implementation wins where and by how much (speedup against `cudnn`),
@@ -10,132 +10,16 @@ a fast wrong answer is shown as such, never as a win.
 """
 from __future__ import annotations
 
-import argparse
 import base64
 import html
 import pathlib
-import sys
 import warnings
 
 import pandas as pd
 
-from harness.schema import COLUMNS, FAILURES, NOT_RUN
+from harness.table.schema import FAILURES, NOT_RUN
 
-CASE = ["shape", "device", "dtype", "pass"]  # one problem, as every implementation sees it
-KEY = ["impl", *CASE]  # one row of the table
-REFERENCE = "cudnn"
-
-
-# ----------------------------------------------------------------------------------------- loading
-def conform(df: pd.DataFrame) -> pd.DataFrame:
-    """`df` with every schema column, in the schema's dtypes: absent columns become missing
-    values, so older or partial tables (no CUDA, no backward rows) read like complete ones."""
-    df = df.copy()
-    for name, (dtype, _) in COLUMNS.items():
-        col = df[name] if name in df else pd.Series(pd.NA, index=df.index, dtype="object")
-        if dtype in ("float64", "Int64"):
-            col = pd.to_numeric(col.astype("object").where(col.notna(), None), errors="coerce")
-            col = col.astype("float64") if dtype == "float64" else col.round().astype("Int64")
-        elif dtype == "boolean":
-            col = col.map(_as_bool, na_action="ignore").astype("boolean")
-        else:
-            col = col.astype("string")
-        df[name] = col
-    return df[list(COLUMNS) + [c for c in df.columns if c not in COLUMNS]]
-
-
-def _as_bool(v):
-    if isinstance(v, str):
-        return {"true": True, "false": False}.get(v.strip().lower(), pd.NA)
-    return bool(v)
-
-
-def load_results(sweep_dir: pathlib.Path | str) -> pd.DataFrame:
-    """The sweep's table (`results.parquet`, else `results.csv`), conformed to the schema."""
-    sweep_dir = pathlib.Path(sweep_dir)
-    if (sweep_dir / "results.parquet").exists():
-        df = pd.read_parquet(sweep_dir / "results.parquet")
-    elif (sweep_dir / "results.csv").exists():
-        df = pd.read_csv(sweep_dir / "results.csv", keep_default_na=False, na_values=[""])
-    else:
-        raise FileNotFoundError(f"no results.parquet or results.csv in {sweep_dir}")
-    return by_device_name(conform(df))
-
-
-def by_device_name(df: pd.DataFrame) -> pd.DataFrame:
-    """A table merged from several machines has `device` = 'cuda' for an A100 and an H100 alike:
-    name each device by its model too, so every ranking, speedup and plot panel keeps machines
-    apart. A single-machine table is left as it is."""
-    if df.empty or df.groupby("device", dropna=False)["device_name"].nunique().max() <= 1:
-        return df
-    df = df.copy()
-    df["device"] = (df["device"].fillna("?") + " (" + df["device_name"].fillna("unknown") + ")").astype("string")
-    return df
-
-
-# ------------------------------------------------------------------------------- derived figures
-def enrich(df: pd.DataFrame) -> pd.DataFrame:
-    """Add `speedup` (cudnn's median / this median, same case), `pct_peak`, and `winner` (the
-    fastest ok row of its case). Incorrect rows get a speedup, so plots can show them as
-    suspicious, but never `winner`."""
-    df = df.reset_index(drop=True)  # winners are marked by index: it must be unique
-    ok = df["status"] == "ok"
-    timed = df["time_median_s"].notna() & (df["time_median_s"] > 0)
-    ref = (df[ok & timed & (df["impl"] == REFERENCE)]
-           .groupby(CASE, dropna=False)["time_median_s"].min().rename("_ref"))
-    df = df.join(ref, on=CASE)
-    df["speedup"] = (df["_ref"] / df["time_median_s"]).where(timed & df["status"].isin(["ok", "incorrect"]))
-    df = df.drop(columns="_ref")
-    df["pct_peak"] = 100 * df["gflops"] / df["peak_gflops"]
-    rankable = df[ok & timed]
-    best = rankable.groupby(CASE, dropna=False)["time_median_s"].idxmin()
-    df["winner"] = False
-    df.loc[best.values, "winner"] = True
-    return df
-
-
-def summary(df: pd.DataFrame) -> pd.DataFrame:
-    """Per implementation: cases run, correct, failures, not run, median speedup, wins."""
-    df = df if "winner" in df else enrich(df)
-    g = df.groupby("impl", dropna=False)
-    out = pd.DataFrame({
-        "cases run": g["status"].apply(lambda s: int((~s.isin(NOT_RUN)).sum())),
-        "correct": g["status"].apply(lambda s: int((s == "ok").sum())),
-        "failures": g["status"].apply(lambda s: int(s.isin(FAILURES).sum())),
-        "not run": g["status"].apply(lambda s: int(s.isin(NOT_RUN).sum())),
-        f"median speedup vs {REFERENCE}": df[df["status"] == "ok"].groupby("impl")["speedup"].median(),
-        "wins": g["winner"].sum().astype(int),
-    })
-    out.index.name = "impl"
-    return out.sort_values(["wins", "correct"], ascending=False)
-
-
-def environment(df: pd.DataFrame) -> dict[str, str]:
-    """What the numbers were measured on: each environment column's distinct values."""
-    env = {}
-    for col, label in [("sweep", "sweep"), ("host", "host"), ("device_name", "devices"),
-                       ("cpu", "CPU"), ("threads", "torch threads"), ("torch", "torch"),
-                       ("cuda", "CUDA"), ("cudnn", "cuDNN"), ("git_rev", "convbench revision")]:
-        values = sorted({str(v) for v in df[col].dropna() if str(v) != ""})
-        if values:
-            env[label] = ", ".join(values)
-    if "convbench revision" in env:
-        env["convbench revision"] = ", ".join(r[:12] for r in env["convbench revision"].split(", "))
-    if env.get("devices") == env.get("CPU"):
-        env.pop("devices", None)
-    if df["git_dirty"].fillna(False).any():
-        env["convbench revision"] = env.get("convbench revision", "?") + " (uncommitted changes)"
-    times = df["time"].dropna()
-    if len(times):
-        env["started"] = f"{times.min()} to {times.max()}" if times.min() != times.max() else times.min()
-    peaks = df.dropna(subset=["peak_gflops"]).groupby(["device", "dtype"])["peak_gflops"].median()
-    if len(peaks):
-        env["measured peak (matmul)"] = ", ".join(f"{d} {t}: {v:,.0f} GFLOP/s" for (d, t), v in peaks.items())
-    env["rows"] = f"{len(df)} ({', '.join(f'{n} {s}' for s, n in df['status'].value_counts().items())})"
-    if df["concurrent"].fillna(False).any():
-        env["warning"] = (f"{int(df['concurrent'].fillna(False).sum())} rows were timed while other jobs "
-                          "may have shared the device: their times are noisy")
-    return env
+from .analysis import REFERENCE, accuracy_cost, enrich, environment_summary, load_results, summary
 
 
 # ------------------------------------------------------------------------------------ formatting
@@ -173,6 +57,9 @@ def display_table(df: pd.DataFrame) -> pd.DataFrame:
         f"× {REFERENCE}": df["speedup"].where(df["status"] == "ok").map(lambda v: _fmt(v, ".3g")),
         "rel err": df["rel_err"].map(lambda v: _fmt(v, ".1e")),
         "tol": df["tol"].map(lambda v: _fmt(v, ".0e")),
+        f"err × {REFERENCE}": df["err_vs_vendor"].map(lambda v: _fmt(v, ".3g")),
+        "repeats": [("" if pd.isna(d) else "identical" if d else f"differ by {_fmt(m, '.1e')}")
+                    for d, m in zip(df["deterministic"], df["repeat_max_diff"])],
         "message": df["message"].fillna("").map(lambda m: m if len(m) <= 120 else m[:117] + "..."),
     })
 
@@ -181,7 +68,18 @@ def _summary_strings(s: pd.DataFrame) -> pd.DataFrame:
     s = s.reset_index()
     col = f"median speedup vs {REFERENCE}"
     s[col] = s[col].map(lambda v: "" if pd.isna(v) else f"{v:.3g}×")
+    for col in (f"error vs {REFERENCE} (median)", f"error vs {REFERENCE} (worst)"):
+        s[col] = s[col].map(lambda v: "" if pd.isna(v) else f"{v:.3g}×")
     return s.astype(str)
+
+
+def _accuracy_strings(a: pd.DataFrame) -> pd.DataFrame:
+    a = a.copy()
+    for col in a.columns:
+        if "×" in col and "rows" not in col:
+            a[col] = a[col].map(lambda v: "" if pd.isna(v) else f"{v:.3g}×")
+    a["largest repeat difference"] = a["largest repeat difference"].map(lambda v: _fmt(v, ".1e"))
+    return a.astype(str)
 
 
 def markdown_table(df: pd.DataFrame) -> str:
@@ -230,7 +128,8 @@ def _render_plots(df: pd.DataFrame, sweep_dir: pathlib.Path) -> list[tuple[str, 
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from harness import plots
+
+    from . import plots  # after matplotlib.use: the report draws off-screen
 
     written = []
     for name, title, caption, draw in plots.PLOTS:
@@ -251,9 +150,14 @@ def write_report(sweep_dir: pathlib.Path) -> pathlib.Path:
     """Write report.md, report.html and the PNG plots into `sweep_dir`; return report.html's path."""
     sweep_dir = pathlib.Path(sweep_dir)
     df = enrich(load_results(sweep_dir))
-    env = environment(df)
+    env = environment_summary(df)
     summ = _summary_strings(summary(df))
     figures = _render_plots(df, sweep_dir)
+    accuracy = accuracy_cost(df)
+    accuracy_text = (f"Correct is not the same as accurate: each ok row's relative error divided by {REFERENCE}'s "
+                     f"for the same case (`err_vs_vendor`; {REFERENCE}'s error counted as at least one rounding "
+                     "of the dtype). Nondeterministic rows gave different (still correct) results on repeated "
+                     "checked calls.")
     full = display_table(df)
     title = f"convbench report: {env.get('sweep', sweep_dir.name)}"
     legend = (f"Only `ok` rows (run, and correct against the float64 reference) are ranked. "
@@ -263,7 +167,10 @@ def write_report(sweep_dir: pathlib.Path) -> pathlib.Path:
 
     md = [f"# {title}", "", "## Environment", ""]
     md += [f"- **{k}**: {v}" for k, v in env.items()]
-    md += ["", "## Summary", "", legend, "", markdown_table(summ), "", "## Plots", ""]
+    md += ["", "## Summary", "", legend, "", markdown_table(summ), ""]
+    if not accuracy.empty:
+        md += ["## Accuracy against the vendor", "", accuracy_text, "", markdown_table(_accuracy_strings(accuracy)), ""]
+    md += ["## Plots", ""]
     for t, cap, path in figures:
         md += [f"### {t}", "", cap, "", f"![{t}]({path.name})", ""]
     if not figures:
@@ -276,7 +183,11 @@ def write_report(sweep_dir: pathlib.Path) -> pathlib.Path:
         cls = ' class="warning"' if k == "warning" else ""
         body.append(f"<dt{cls}>{html.escape(k)}</dt><dd{cls}>{html.escape(v)}</dd>")
     body += ["</dl>", "<h2>Summary</h2>", f"<p>{html.escape(legend).replace('`', '')}</p>",
-             html_table(summ), "<h2>Plots</h2>"]
+             html_table(summ)]
+    if not accuracy.empty:
+        body += ["<h2>Accuracy against the vendor</h2>", f"<p>{html.escape(accuracy_text).replace('`', '')}</p>",
+                 html_table(_accuracy_strings(accuracy))]
+    body += ["<h2>Plots</h2>"]
     for t, cap, path in figures:
         data = base64.b64encode(path.read_bytes()).decode("ascii")
         body.append(f'<figure><h3>{html.escape(t)}</h3><figcaption>{html.escape(cap)}</figcaption>'
@@ -291,19 +202,3 @@ def write_report(sweep_dir: pathlib.Path) -> pathlib.Path:
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m harness.report", description=__doc__.splitlines()[0])
-    parser.add_argument("sweep_dir", type=pathlib.Path, nargs="?", default=pathlib.Path("results/latest"),
-                        help="sweep folder holding results.parquet (default: results/latest)")
-    args = parser.parse_args(argv)
-    try:
-        out = write_report(args.sweep_dir)
-    except FileNotFoundError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(f"report: {out}\n        {out.with_name('report.md')}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
