@@ -175,8 +175,9 @@ def register_configs() -> None:
     """Make the schema known to Hydra: conf/config.yaml extends `base_config`; suites are typed
     through `Config.suite`."""
     ConfigStore.instance().store(name="base_config", node=Config)
-    from .launch import register as register_launchers
-    register_launchers()  # hydra/launcher=convbench_slurm, convbench_submitit_local (conf/launcher/*.yaml)
+    if not OmegaConf.has_resolver("convbench.gpu_count"):
+        # launcher configs (submitit_local) show the jobs every GPU of the machine, as the basic launcher does
+        OmegaConf.register_new_resolver("convbench.gpu_count", lambda: torch.cuda.device_count())
 
 
 def to_config(cfg: DictConfig | Config) -> Config:

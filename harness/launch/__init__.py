@@ -69,7 +69,8 @@ def report_unfinished(config: DictConfig) -> int:
 
 
 def register() -> None:
-    """Register the launcher configs (conf/launcher/*.yaml select them) when their plug-ins are installed."""
+    """Register the launcher configs (conf/launcher/*.yaml select them) when their plug-ins are installed;
+    hydra_plugins/convbench_launchers calls it during Hydra's plug-in scan."""
     try:
         from . import local, slurm
     except ImportError:  # hydra-submitit-launcher absent: +launcher=slurm then says the option is missing

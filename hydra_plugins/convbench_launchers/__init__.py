@@ -1,5 +1,7 @@
 """Hydra accepts launcher classes only from the `hydra_plugins` namespace: these thin subclasses make
-convbench's launchers (harness/launch/) selectable. Nothing is defined here but the names."""
+convbench's launchers (harness/launch/) selectable, and importing this module (Hydra's plug-in scan, before
+any config is composed) registers their configs, hydra/launcher=convbench_slurm and
+convbench_submitit_local, which conf/launcher/*.yaml select."""
 try:
     from harness.launch.local import ConvbenchLocalLauncher as _Local
     from harness.launch.slurm import ConvbenchSlurmLauncher as _Slurm
@@ -9,6 +11,9 @@ try:
 
     class ConvbenchLocalLauncher(_Local):
         pass
+
+    from harness.launch import register as _register
+    _register()
 except ImportError:  # hydra-submitit-launcher not installed
     pass
 
