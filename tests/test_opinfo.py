@@ -52,21 +52,37 @@ def _samples(dtype):
         yield from source("cpu", dtype, requires_grad=False)
 
 
+def _in_float64(sample):
+    """The sample's tensors as float64 copies: the reference sees exactly the values the call saw."""
+    def up(v):
+        return v.detach().double() if isinstance(v, torch.Tensor) else v
+    return up(sample.input), [up(a) for a in sample.args], sample.kwargs
+
+
+# Norm-relative, as every conformance check here: OpInfo draws values up to ~9, so outputs reach
+# hundreds and an elementwise atol would judge a transform-based method (winograd) by its
+# cancellation near zero rather than by its error.
+REL_TOL = {torch.float32: 1e-5, torch.float64: 1e-10}
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, pytest.param(torch.float64, marks=pytest.mark.slow)])
 @pytest.mark.parametrize("impl", BUILTINS)
 def test_sample_and_reference_inputs_match_f_conv2d(impl, dtype):
     fn = implementations.get(impl)
-    tol = dict(rtol=1e-4, atol=1e-4) if dtype == torch.float32 else dict(rtol=1e-9, atol=1e-9)
     checked = 0
     for sample in _samples(dtype):
+        x, args, kwargs = _in_float64(sample)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
-            want = _call(F.conv2d, sample)
+            want = F.conv2d(x, *args, **kwargs)
         try:
             got = _call(fn, sample)
         except implementations.Unsupported:
             continue
-        torch.testing.assert_close(got, want, **tol, msg=lambda m: f"{impl} on {sample}: {m}")
+        assert got.shape == want.shape and got.dtype == dtype, f"{impl} on {sample}"
+        norm = float(want.norm())
+        rel = float((got.double() - want).norm()) / norm if norm else float((got.double() - want).abs().max())
+        assert rel <= REL_TOL[dtype], f"{impl} on {sample}: relative error {rel:.3g} > {REL_TOL[dtype]:g}"
         checked += 1
     assert checked > 10
 
