@@ -269,14 +269,14 @@ def test_submitit_local_smoke_sweep(tmp_path):
     """The cluster path on one machine: the default impls in separate processes, all at once, each
     timing for long enough that they overlap; the aggregate is complete and says they overlapped."""
     proc = run_harness(tmp_path, "+launcher=submitit_local", "suite=smoke", "timing.min_run_time=0.1",
-                       "budget_s=60")  # four jobs on two busy cores: no timeouts
+                       "budget_s=60")  # five jobs on two busy cores: no timeouts
     assert proc.returncode == 0, proc.stderr[-3000:]
     sweep = tmp_path / "sweep"
     df = pd.read_parquet(sweep / "results.parquet")
-    assert len(df) == 4 * 3 * 2 and set(df["impl"]) == DEFAULT_IMPLS and set(df["status"]) == {"ok"}
+    assert len(df) == len(DEFAULT_IMPLS) * 3 * 2 and set(df["impl"]) == DEFAULT_IMPLS and set(df["status"]) == {"ok"}
     assert not df.duplicated(["impl", "layer", "pass"]).any() and df["job"].is_monotonic_increasing
-    assert all((sweep / str(j) / COMPLETE).exists() for j in range(4))
-    assert df["concurrent"].any(), "four jobs started at once on one CPU and none overlapped?"
+    assert all((sweep / str(j) / COMPLETE).exists() for j in range(len(DEFAULT_IMPLS)))
+    assert df["concurrent"].any(), "five jobs started at once on one CPU and none overlapped?"
     assert "LocalLauncher may run several jobs at once" in proc.stderr
     assert "Fastest correct implementation" in proc.stdout
 
