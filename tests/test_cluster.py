@@ -273,7 +273,7 @@ def test_submitit_local_smoke_sweep(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     sweep = tmp_path / "sweep"
     df = pd.read_parquet(sweep / "results.parquet")
-    assert len(df) == len(DEFAULT_IMPLS) * 3 * 2 and set(df["impl"]) == DEFAULT_IMPLS and set(df["status"]) == {"ok"}
+    assert len(df) == len(DEFAULT_IMPLS) * 3 * 2 and set(df["impl"]) == DEFAULT_IMPLS and set(df["status"]) <= {"ok", "unsupported"}
     assert not df.duplicated(["impl", "layer", "pass"]).any() and df["job"].is_monotonic_increasing
     assert all((sweep / str(j) / COMPLETE).exists() for j in range(len(DEFAULT_IMPLS)))
     assert df["concurrent"].any(), "five jobs started at once on one CPU and none overlapped?"

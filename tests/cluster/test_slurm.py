@@ -34,7 +34,8 @@ def test_cpu_sweep_of_a_new_user(slurm_cluster, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     df = table(tmp_path)
     jobs = len(DEFAULT_IMPLS)  # the default sweep: one job per built-in, 6 rows each on the smoke suite
-    assert len(df) == 6 * jobs and set(df["status"]) == {"ok"} and not df.duplicated(["job", *KEY]).any()
+    # winograd declares strided shapes unsupported: rows, not failures
+    assert len(df) == 6 * jobs and set(df["status"]) <= {"ok", "unsupported"} and not df.duplicated(["job", *KEY]).any()
     assert not df["concurrent"].any()
     assert f"concurrent: 0 of {6 * jobs} rows" in proc.stdout and "report:" in proc.stdout
     assert re.search(rf"SLURM {jobs} jobs: .*running", proc.stderr) and f"SLURM {jobs} jobs: {jobs} done" in proc.stderr
