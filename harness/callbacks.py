@@ -30,7 +30,7 @@ def check_sweep(config: DictConfig) -> None:
         check_impl(str(impl))
 
 
-PARALLEL_LAUNCHERS = ("submitit_launcher.LocalLauncher", "joblib", "ray")
+PARALLEL_LAUNCHERS = ("LocalLauncher", "joblib", "ray")  # submitit_local, joblib, Ray
 
 
 def overlap_warnings(config: DictConfig) -> list[str]:
@@ -43,8 +43,16 @@ def overlap_warnings(config: DictConfig) -> list[str]:
                      "shares the device are marked concurrent=True. hydra.sweeper.max_batch_size=1 runs them "
                      "one at a time; allow_concurrent=true accepts the overlap.")
     ray_gpus = OmegaConf.select(config, "hydra.launcher.ray.remote.num_gpus", default=None)
-    if "ray" in target.lower() and not ray_gpus and str(config.get("device", "")).startswith("cuda"):
-        notes.append("Ray hides GPUs from tasks that ask for none: add hydra.launcher.ray.remote.num_gpus=1")
+    if "ray" in target.lower() and ray_gpus == 0 and str(config.get("device", "")) != "cpu":
+        notes.append("hydra.launcher.ray.remote.num_gpus=0 with a CUDA device: Ray gives such tasks no GPU "
+                     "(convbench hides them, so the jobs run on the CPU or skip). Leave num_gpus null: each "
+                     "CUDA job then holds one GPU")
+    slurm = OmegaConf.select(config, "hydra.launcher", default={}) if "slurm" in target.lower() else {}
+    if (slurm and slurm.get("exclusive") is False and not slurm.get("gpus_per_node")
+            and (slurm.get("array_parallelism") or 1) > 1 and not config.get("allow_concurrent")):
+        notes.append("SLURM CPU jobs with hydra.launcher.exclusive=false may share a node's cores: such rows are "
+                     "marked concurrent=True. Leave exclusive null (a whole node per CPU job) or set "
+                     "hydra.launcher.array_parallelism=1")
     return notes
 
 
@@ -74,5 +82,7 @@ class ConvbenchCallback(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
         code = finish(sweep_dir, config.get("results_link"), bool(config.get("strict")))
+        from .launch import report_unfinished
+        code = report_unfinished(config) or code  # jobs the launcher lost: say so and how to complete the sweep
         if code:
             raise SystemExit(code)

@@ -52,6 +52,12 @@ def summarize(df: pd.DataFrame, console: Console | None = None, max_shapes: int 
     if len(best):
         wins = best["impl"].value_counts()
         console.print("wins: " + ", ".join(f"{impl} {n}" for impl, n in wins.items()))
+    if "concurrent" in df:
+        # every sweep says whether its timings were measured alone: a launcher may run jobs side by side
+        shared = int(df["concurrent"].fillna(False).astype(bool).sum())
+        console.print(f"concurrent: {shared} of {len(df)} rows timed while another job used the same device"
+                      + (" (their times are distorted; see the `concurrent` column)" if shared else ""),
+                      markup=False, highlight=False)
     counts = df["status"].value_counts()
     console.print("status: " + ", ".join(f"{s} {n}" for s, n in counts.items()))
     print_totals(df, console)

@@ -29,7 +29,8 @@ def test_multirun_with_a_plugin_outside_the_repo(tmp_path):
     assert df["err_vs_vendor"].between(0.1, 10).all()
     assert all((sweep / str(j) / COMPLETE).exists() for j in range(3))
     # the basic launcher runs one job at a time: nothing shared the device, nothing to warn about
-    assert not df["concurrent"].any() and "concurrent" not in proc.stderr + proc.stdout
+    assert not df["concurrent"].any() and "concurrent=True" not in proc.stderr + proc.stdout
+    assert f"concurrent: 0 of {len(df)} rows" in proc.stdout  # every summary says whether timings overlapped
     assert (tmp_path / "latest").resolve() == sweep.resolve()
     assert "Fastest correct implementation" in proc.stdout and "results.parquet" in proc.stdout
 
