@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import random
+import statistics
 import time
 
 import numpy as np
@@ -144,6 +145,17 @@ def test_pyperf_rules():
     assert any("std" in w for w in TimingResult(tuple([1.0] * 9 + [3.0])).unstable)
     assert any("max" in w for w in TimingResult(tuple([1.0] * 12 + [8.0])).unstable)
     assert TimingResult(tuple([1.0] * 12), capped=True).unstable
+
+
+def test_pyperf_rules_judge_block_means_not_single_call_jitter():
+    """pyperf's values are means of many loops: per-call jitter of a fast call (30% here) is not
+    instability, a machine that slows down half-way through the timing is."""
+    rng = np.random.default_rng(0)
+    jitter = rng.lognormal(0.0, 0.3, size=1000) * 1e-4
+    assert statistics.stdev(jitter) / statistics.fmean(jitter) > 0.25
+    assert TimingResult(tuple(jitter)).unstable == []
+    drifting = np.concatenate([jitter[:500], jitter[500:] * 1.5])
+    assert any("std" in w for w in TimingResult(tuple(drifting)).unstable)
 
 
 class FakeClock:

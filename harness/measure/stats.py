@@ -22,6 +22,7 @@ CONFIDENCE = 0.95
 MIN_SAMPLES = 10          # pyperf-style "too few samples" below this (also Timing.min_samples' default)
 MAX_STD_OF_MEAN = 0.10    # pyperf: the standard deviation is >= 10% of the mean
 MAX_FROM_MEAN = 0.50      # pyperf: the minimum or the maximum is >= 50% away from the mean
+PYPERF_VALUES = 20        # per-call samples are judged as at most this many block means (pyperf "values")
 
 
 @functools.lru_cache(maxsize=4096)
@@ -35,6 +36,15 @@ def ci_ranks(n: int, confidence: float = CONFIDENCE) -> Optional[tuple[int, int]
     if m < 0:
         return None
     return m, n - 1 - m
+
+
+def pyperf_values(samples, at_most: int = PYPERF_VALUES) -> list[float]:
+    """The samples as pyperf's rules expect them. A pyperf value is the mean of many loops (>= 100 ms
+    of calls), so its 10%-std rule judges block means; applied to single sub-millisecond calls it
+    flags ordinary scheduler jitter on a quiet machine. Consecutive samples are grouped into at
+    most `at_most` blocks (single samples when there are few, i.e. slow calls) and averaged."""
+    blocks = np.array_split(np.asarray(samples, dtype=float), min(len(samples), at_most))
+    return [float(b.mean()) for b in blocks if b.size]
 
 
 @dataclass(frozen=True)
@@ -77,20 +87,22 @@ class TimingResult:
 
     @property
     def unstable(self) -> list[str]:
-        """Why these samples cannot be trusted (empty: they can). pyperf's checks, plus the cap."""
+        """Why these samples cannot be trusted (empty: they can): too few samples, pyperf's checks on
+        the samples' block means (`pyperf_values`), and the cap."""
         why = []
         n = len(self.samples)
         if n < self.min_samples or ci_ranks(n) is None:
             why.append(f"only {n} samples")
-        if n >= 2:
-            mean = statistics.fmean(self.samples)
-            std = statistics.stdev(self.samples)
+        values = pyperf_values(self.samples) if n else []
+        if len(values) >= 2:
+            mean = statistics.fmean(values)
+            std = statistics.stdev(values)
             if mean > 0 and std >= MAX_STD_OF_MEAN * mean:
                 why.append(f"std {std / mean:.0%} of mean")
-            if mean > 0 and max(self.samples) - mean >= MAX_FROM_MEAN * mean:
-                why.append(f"max {(max(self.samples) - mean) / mean:.0%} above mean")
-            if mean > 0 and mean - min(self.samples) >= MAX_FROM_MEAN * mean:
-                why.append(f"min {(mean - min(self.samples)) / mean:.0%} below mean")
+            if mean > 0 and max(values) - mean >= MAX_FROM_MEAN * mean:
+                why.append(f"max {(max(values) - mean) / mean:.0%} above mean")
+            if mean > 0 and mean - min(values) >= MAX_FROM_MEAN * mean:
+                why.append(f"min {(mean - min(values)) / mean:.0%} below mean")
         if self.capped:
             why.append("stopped at max_run_time before its stopping rule was met")
         return why
