@@ -91,6 +91,58 @@ def test_deadline_interrupts_a_python_hang():
     assert time.monotonic() - start < 2
 
 
+def test_deadline_excuses_harness_overhead():
+    """Budget.excuse moves the deadline later: 0.3 s of calls fit a 0.2 s budget with 0.2 s excused."""
+    with deadline(0.2) as budget:
+        time.sleep(0.15)
+        budget.excuse(0.2)
+        time.sleep(0.15)
+        assert 0 < budget() < 0.15
+    with pytest.raises(CaseTimeout):
+        with deadline(0.2):
+            time.sleep(0.15)
+            time.sleep(0.15)
+
+
+def _sleepy(seconds):
+    def conv(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+        time.sleep(seconds)
+        return F.conv2d(input, weight, bias, stride, padding, dilation, groups)
+    return conv
+
+
+def test_timings_shrink_to_leave_the_checked_call_after_them_its_time():
+    """A 0.1 s call under a 1 s budget: first call, memory call, warm-up, then warm and cold timings
+    capped so that the checked call after them still fits. Timing it to the budget's edge (the old
+    shares) left that call to overrun it: a `timeout` for an implementation that is simply slow."""
+    from harness.measure.passes import CaseSettings, run_case
+    settings = CaseSettings(torch.float32, ("forward",), Timing(), threads=1, budget_s=1.0, seed=0)
+    shape = Shape(layer="s", n=1, c_in=2, h=6, w=6, c_out=2, kernel=3, padding=1)
+    r = run_case(_sleepy(0.1), shape, settings, torch.device("cpu"))["forward"]
+    assert r.status.value == "ok", r.message
+    assert r.timing is not None and r.verdict.calls == 3
+
+
+def test_memory_profiler_overhead_is_excused_from_the_budget(monkeypatch):
+    """The CPU memory call runs under the profiler, which slows many-op implementations several-fold
+    (loop's backward: 1.1 s for a 0.11 s call). Simulated here as 0.6 s of profiler overhead under a
+    0.8 s budget: excused, the pass is timed and ok, not a timeout."""
+    from harness.measure import memory
+    from harness.measure.passes import CaseSettings, run_case
+    real = memory.measure
+
+    def slow_profiler(fn, device):
+        time.sleep(0.6)
+        return real(fn, device)
+
+    monkeypatch.setattr(memory, "measure", slow_profiler)
+    settings = CaseSettings(torch.float32, ("forward",), Timing(), threads=1, budget_s=0.8, seed=0)
+    shape = Shape(layer="s", n=1, c_in=2, h=6, w=6, c_out=2, kernel=3, padding=1)
+    r = run_case(_sleepy(0.02), shape, settings, torch.device("cpu"))["forward"]
+    assert r.status.value == "ok", r.message
+    assert r.timing is not None and len(r.timing.samples) >= 3
+
+
 @pytest.mark.parametrize("method", ["blocked", "adaptive"])
 def test_time_call_methods(method):
     a = torch.randn(64, 64)

@@ -27,7 +27,7 @@ from .flush import Flusher
 from .stats import TimingResult
 from .stopping import Stopping, stopping_for
 
-__all__ = ["CaseTimeout", "TimingResult", "deadline", "sample", "time_call", "time_cold", "warm_up"]
+__all__ = ["Budget", "CaseTimeout", "TimingResult", "deadline", "sample", "time_call", "time_cold", "warm_up"]
 
 
 class CaseTimeout(BaseException):
@@ -35,25 +35,43 @@ class CaseTimeout(BaseException):
     cannot swallow it."""
 
 
+class Budget:
+    """The time left of a running `deadline`. `excuse(seconds)` moves the deadline later by time the
+    harness itself spent (the CPU memory profiler's overhead), so the budget pays for the
+    implementation's calls only."""
+
+    def __init__(self, seconds: float) -> None:
+        self.end = time.monotonic() + seconds
+
+    def __call__(self) -> float:
+        return self.end - time.monotonic()
+
+    def excuse(self, seconds: float) -> None:
+        if seconds > 0:
+            self.end += seconds
+            signal.setitimer(signal.ITIMER_REAL, max(self(), 1e-6))
+
+
 @contextlib.contextmanager
 def deadline(seconds: Optional[float]):
-    """Raise CaseTimeout in this (main) thread once `seconds` have passed; no-op for None/<=0."""
+    """Raise CaseTimeout in this (main) thread once `seconds` have passed; no-op for None/<=0.
+    Yields the `Budget` (None when not enforced)."""
     usable = seconds and seconds > 0 and hasattr(signal, "setitimer") \
         and threading.current_thread() is threading.main_thread()
     if not usable:
         if seconds:
             warnings.warn("budget_s cannot be enforced outside the main thread (or without SIGALRM)")
-        yield
+        yield None
         return
-    start = time.monotonic()
 
     def on_alarm(signum, frame):
         raise CaseTimeout(f"ran past the budget of {seconds:g} s (budget_s)")
 
     previous = signal.signal(signal.SIGALRM, on_alarm)
+    budget = Budget(seconds)
     signal.setitimer(signal.ITIMER_REAL, seconds)
     try:
-        yield lambda: seconds - (time.monotonic() - start)
+        yield budget
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
