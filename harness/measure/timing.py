@@ -36,9 +36,9 @@ class CaseTimeout(BaseException):
 
 
 class Budget:
-    """The time left of a running `deadline`. `excuse(seconds)` moves the deadline later by time the
-    harness itself spent (the CPU memory profiler's overhead), so the budget pays for the
-    implementation's calls only."""
+    """The time left of a running `deadline`. `overhead(call_s, slowdown)` wraps harness work around
+    one call (the CPU memory profiler's): the alarm waits up to `slowdown` x the call's plain time
+    longer, and only `call_s` is charged, so the budget pays for the implementation's calls only."""
 
     def __init__(self, seconds: float) -> None:
         self.end = time.monotonic() + seconds
@@ -46,10 +46,25 @@ class Budget:
     def __call__(self) -> float:
         return self.end - time.monotonic()
 
+    def _arm(self, end: float) -> None:
+        signal.setitimer(signal.ITIMER_REAL, max(end - time.monotonic(), 1e-6))
+
     def excuse(self, seconds: float) -> None:
+        """Move the deadline `seconds` later (time the harness itself spent)."""
         if seconds > 0:
             self.end += seconds
-            signal.setitimer(signal.ITIMER_REAL, max(self(), 1e-6))
+            self._arm(self.end)
+
+    @contextlib.contextmanager
+    def overhead(self, call_s: float, slowdown: float):
+        end = self.end
+        self._arm(end + slowdown * call_s)
+        t0 = time.monotonic()
+        try:
+            yield
+        finally:
+            self.end = end + max(time.monotonic() - t0 - call_s, 0.0)
+            self._arm(self.end)
 
 
 @contextlib.contextmanager
