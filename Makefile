@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.convbench-installed
 ARGS   ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup bench bench-perf bench-timer bench-gpu report compare test test-slow test-cluster test-all clean
+.PHONY: help setup bench bench-perf bench-timer bench-gpu report compare test test-slow test-cluster test-networks test-all clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -42,16 +42,20 @@ compare: $(STAMP) ## Compare two sweeps: make compare OLD=dir NEW=dir
 	$(PY) -m harness.report.compare $(OLD) $(NEW) $(ARGS)
 
 test: $(STAMP) ## Run the quick tests (about 30 s on 2 cores once set up)
-	$(PY) -m pytest -q -m "not slow and not slurm and not ray" $(ARGS)
+	$(PY) -m pytest -q -m "not slow and not slurm and not ray and not networks" $(ARGS)
 
 test-slow: $(STAMP) ## Run only the slow tests (the cluster tests are test-cluster's)
-	$(PY) -m pytest -q -m "slow and not slurm and not ray" $(ARGS)
+	$(PY) -m pytest -q -m "slow and not slurm and not ray and not networks" $(ARGS)
 
 test-cluster: $(STAMP) ## README's SLURM and Ray commands on a real one-node SLURM (root: installs, starts, stops it) and a local Ray
 	$(PY) -m pip install -q -e ".[dev,ray]"
 	$(PY) -m pytest -q -m "slurm or ray" --durations=0 $(ARGS)
 
-test-all: $(STAMP) ## Run every test, slow and cluster ones included (CI runs test, test-slow, test-cluster)
+test-networks: $(STAMP) ## README's Hugging Face model commands (capture, sweep, swap check) on a real transformers ResNet-50
+	$(PY) -m pip install -q -e ".[dev,networks]"
+	$(PY) -m pytest -q -m networks --durations=0 $(ARGS)
+
+test-all: $(STAMP) ## Run every test, slow, cluster and network ones included (CI runs each of those targets)
 	$(PY) -m pytest -q $(ARGS)
 
 clean: ## Remove the virtual environment and caches (results are kept)
