@@ -17,7 +17,8 @@ Choices, measured on the 2-core CPU (1 thread, ResNet-50 layers at batch 8; see 
 * The weights are transformed once per call by one GEMM with G (x) G (36x9) and reused by every
   chunk; the bias is added to one Winograd point (the evaluation point 1, whose column of A^T is
   all ones), 1/36 of the work of a pass over the output.
-* The batch is processed in chunks whose transformed input and output stay within `CHUNK_BYTES`,
+* The batch is processed in chunks whose transformed input and output stay within `CHUNK_BYTES`
+  (but hold at least `MIN_TILES` tiles, so the per-point products stay matrix-sized),
   so the temporaries are cache-sized and bounded whatever the batch.
 * Backward (hand-written, saving only the input and the weight): grad_input is this forward on the
   output gradient with the flipped, transposed kernel; grad_weight is accumulated in the Winograd
@@ -39,6 +40,7 @@ from .registry import Unsupported, register
 # Bytes of transformed input plus transformed output per chunk of images (see `_Plan.chunk`).
 CHUNK_BYTES = 2 * 2**20
 CHUNK_BYTES_GPU = 256 * 2**20
+MIN_TILES = 64  # tiles per chunk at least, whatever CHUNK_BYTES says (see `_Plan.__init__`)
 
 Chain = Callable[[list, list], None]
 
@@ -192,11 +194,14 @@ class _Plan:
         self.th, self.tw = -(-self.ho // m), -(-self.wo // m)
         self.tiles = self.th * self.tw
         self.aligned = (self.ho, self.wo) == (m * self.th, m * self.tw)
-        # A chunk's transformed input and output within the budget. (Larger chunks for large
-        # transformed weights, which every chunk reads, measured no faster and raised the peak.)
+        # A chunk's transformed input and output within the budget, but at least MIN_TILES tiles:
+        # the per-point products are (tiles x C_in) @ (C_in x C_out), and with few tiles per image
+        # (small images) one image's worth is too thin a matrix (ResNet-50's 14x14 layer at batch 8,
+        # interleaved rounds: 1.02x F.conv2d in chunks of one image, 0.86x in chunks of four, peak
+        # 19.5 MiB; 0.82x in one chunk of eight, but 24.1 MiB, past the memory bound).
         per_image = a * a * self.tiles * (self.c_in + c_out) * x.element_size()
         budget = CHUNK_BYTES if x.device.type == "cpu" else CHUNK_BYTES_GPU
-        most = max(1, min(self.n, budget // max(per_image, 1)))
+        most = max(1, min(self.n, max(budget // max(per_image, 1), -(-MIN_TILES // max(self.tiles, 1)))))
         count = -(-self.n // most) if self.n else 1
         self.chunk = max(1, -(-self.n // count))  # chunks of equal size
 

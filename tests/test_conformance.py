@@ -426,6 +426,8 @@ def test_batch_is_images_side_by_side(impl, monkeypatch):
     module = getattr(implementations, impl, None)
     if hasattr(module, "CHUNK_BYTES"):
         monkeypatch.setattr(module, "CHUNK_BYTES", 1)
+    if hasattr(module, "MIN_TILES"):
+        monkeypatch.setattr(module, "MIN_TILES", 1)
     fn = implementations.get(impl)
     for case in (Case("batch5", (5, 3, 6, 7), (4, 3, 3, 2), True, dict(stride=(2, 1), padding=(1, 2))),
                  Case("batch5_cl_grouped", (5, 4, 6, 5), (4, 2, 2, 2), True, dict(groups=2, padding="same"),
@@ -777,3 +779,12 @@ def test_cuda_gradcheck(no_tf32):
             except Exception as exc:  # noqa: BLE001 - collect every failure, report together
                 failures.append(f"{impl}/{case.name}: {exc}"[:400])
     assert not failures, "\n".join(failures)
+
+
+@pytest.mark.parametrize("c, hw, n, chunk", [(256, 14, 8, 4), (64, 56, 8, 1), (512, 7, 8, 8), (256, 14, 2, 2)])
+def test_winograd_chunks_hold_enough_tiles_for_matrix_sized_products(c, hw, n, chunk):
+    """Small images get several per chunk (at least MIN_TILES tiles, as far as the batch goes): one
+    14x14 image is 16 tiles, too thin a product. Large images stay within CHUNK_BYTES."""
+    from implementations import winograd
+    plan = winograd._Plan(torch.empty(n, c, hw, hw), c, (1, 1, 1, 1), 1, winograd.F4)
+    assert plan.chunk == chunk
