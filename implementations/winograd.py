@@ -198,10 +198,13 @@ class _Plan:
         # the per-point products are (tiles x C_in) @ (C_in x C_out), and with few tiles per image
         # (small images) one image's worth is too thin a matrix (ResNet-50's 14x14 layer at batch 8,
         # interleaved rounds: 1.02x F.conv2d in chunks of one image, 0.86x in chunks of four, peak
-        # 19.5 MiB; 0.82x in one chunk of eight, but 24.1 MiB, past the memory bound).
+        # 19.5 MiB; 0.82x in one chunk of eight, but 24.1 MiB, past the memory bound). Never more
+        # than half the batch for that: the whole batch's transforms at once, plus the work buffers
+        # around them, pass the bound of 3x the output plus the transforms (7x7 layer: 43.8 MiB > 42.8).
         per_image = a * a * self.tiles * (self.c_in + c_out) * x.element_size()
         budget = CHUNK_BYTES if x.device.type == "cpu" else CHUNK_BYTES_GPU
-        most = max(1, min(self.n, max(budget // max(per_image, 1), -(-MIN_TILES // max(self.tiles, 1)))))
+        thin = min(-(-MIN_TILES // max(self.tiles, 1)), -(-self.n // 2))
+        most = max(1, min(self.n, max(budget // max(per_image, 1), thin)))
         count = -(-self.n // most) if self.n else 1
         self.chunk = max(1, -(-self.n // count))  # chunks of equal size
 

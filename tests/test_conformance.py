@@ -781,10 +781,12 @@ def test_cuda_gradcheck(no_tf32):
     assert not failures, "\n".join(failures)
 
 
-@pytest.mark.parametrize("c, hw, n, chunk", [(256, 14, 8, 4), (64, 56, 8, 1), (512, 7, 8, 8), (256, 14, 2, 2)])
+@pytest.mark.parametrize("c, hw, n, chunk", [(256, 14, 8, 4), (64, 56, 8, 1), (512, 7, 8, 4), (256, 14, 16, 4),
+                                             (64, 7, 8, 8)])
 def test_winograd_chunks_hold_enough_tiles_for_matrix_sized_products(c, hw, n, chunk):
-    """Small images get several per chunk (at least MIN_TILES tiles, as far as the batch goes): one
-    14x14 image is 16 tiles, too thin a product. Large images stay within CHUNK_BYTES."""
+    """Small images get several per chunk (at least MIN_TILES tiles, up to half the batch): one 14x14
+    image is 16 tiles, too thin a product. Large images stay within CHUNK_BYTES; small transforms
+    take the whole batch by CHUNK_BYTES alone."""
     from implementations import winograd
     plan = winograd._Plan(torch.empty(n, c, hw, hw), c, (1, 1, 1, 1), 1, winograd.F4)
     assert plan.chunk == chunk
