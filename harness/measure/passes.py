@@ -105,11 +105,11 @@ class Where:
     device: torch.device
     claim: Optional[DeviceClaim] = None
     probe: Optional[GpuProbe] = None
-    remaining: Optional[Budget] = None
+    budget: Optional[Budget] = None
 
     def left(self, share: float, reserve_s: float = 0.0) -> Optional[float]:
         """`share` of the budget left once `reserve_s` (calls still to come) is set aside."""
-        return None if self.remaining is None else share * max(self.remaining() - reserve_s, 0.0)
+        return None if self.budget is None else share * max(self.budget() - reserve_s, 0.0)
 
 
 def first_call(call: Callable[[], Any], fn: Callable, device: torch.device) -> tuple[Any, float]:
@@ -132,9 +132,9 @@ def measure_memory(call: Callable[[], Any], where: Where, call_s: float) -> tupl
     workspaces. On the CPU the profiler that records allocations slows many-op implementations
     several-fold (loop's backward: 4.9 s for a 0.42 s call); the budget waits up to PROFILER_SLOWDOWN
     x the first call's time for it and charges only `call_s` (the first call's time)."""
-    if where.device.type != "cpu" or where.remaining is None:
+    if where.device.type != "cpu" or where.budget is None:
         return memory.measure(call, where.device)
-    with where.remaining.overhead(call_s, PROFILER_SLOWDOWN):
+    with where.budget.overhead(call_s, PROFILER_SLOWDOWN):
         return memory.measure(call, where.device)
 
 
@@ -149,14 +149,15 @@ def time_pass(call: Callable[[], Any], settings: CaseSettings, where: Where, r: 
     before = where.claim is not None and where.claim.busy()
     readings = [where.probe.read()] if where.probe else []
     once = warm_up(call, timing, device)
-    reserve = 2.0 * calls_after * (once or r.first_call_s or 0.0)  # x2: the call and its check
+    call_s = once or r.first_call_s or 0.0
+    reserve = 2.0 * calls_after * call_s  # x2: the call and its check
     if timing.cache in (Cache.warm, Cache.both):
         share = 0.45 if timing.cache == Cache.both else 0.9
         r.timing = time_call(call, timing, device, settings.threads, cap_s=where.left(share, reserve), warm=False,
                              once=once)
     if timing.cache in (Cache.cold, Cache.both):
         left = where.left(0.9, reserve)
-        one = r.timing.median if r.timing else (once or r.first_call_s or 0.0)
+        one = r.timing.median if r.timing else call_s
         if left is not None and left < 2 * one:  # one cold sample would overrun the budget
             r.notes.append(f"cold: not timed, {left:.2g} s of budget left for a {one:.2g} s call")
         else:
@@ -286,13 +287,13 @@ def run_case(fn: Callable, s: Shape, settings: CaseSettings, device: torch.devic
     try:
         case = make_case(s, device, settings.dtype, settings.seed)
         refs = reference(case)
-        with deadline(settings.budget_s) as remaining:
-            graph = forward_pass(fn, case, refs, settings, Where(device, claim, probe, remaining), fwd,
+        with deadline(settings.budget_s) as budget:
+            graph = forward_pass(fn, case, refs, settings, Where(device, claim, probe, budget), fwd,
                                  time_it="forward" in res)
         if "backward" in res:
             current = "backward"
-            with deadline(settings.budget_s) as remaining:
-                backward_pass(fn, graph, settings, Where(device, claim, probe, remaining), res["backward"])
+            with deadline(settings.budget_s) as budget:
+                backward_pass(fn, graph, settings, Where(device, claim, probe, budget), res["backward"])
     except (CaseTimeout, Exception) as exc:
         _fail_rest(res, current, exc)
     return res

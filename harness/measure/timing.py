@@ -49,12 +49,6 @@ class Budget:
     def _arm(self, end: float) -> None:
         signal.setitimer(signal.ITIMER_REAL, max(end - time.monotonic(), 1e-6))
 
-    def excuse(self, seconds: float) -> None:
-        """Move the deadline `seconds` later (time the harness itself spent)."""
-        if seconds > 0:
-            self.end += seconds
-            self._arm(self.end)
-
     @contextlib.contextmanager
     def overhead(self, call_s: float, slowdown: float):
         end = self.end
