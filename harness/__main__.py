@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from pathlib import Path
 
 import hydra
@@ -17,6 +18,7 @@ from omegaconf import DictConfig
 
 from .capture import expand_suite
 from .config import check_impl, import_plugins, register_configs, to_config
+from .configs import builtin_dir
 
 register_configs()
 
@@ -26,8 +28,11 @@ def _sweep_name(sweep_dir: Path) -> str:
     return f"{sweep_dir.parent.name}/{sweep_dir.name}"
 
 
-# An absolute path: `python -m harness` and the `convbench` console script then find the same conf/.
-CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+# An absolute path: `python -m harness` and the `convbench` console script find the same configs, from
+# any folder, in a checkout or an installed wheel; ./conf and ./convbench extend them (hydra.searchpath).
+CONF_DIR = str(builtin_dir())
+# A project without ./conf or ./convbench is the usual case, not worth Hydra's warning.
+warnings.filterwarnings("ignore", r"provider=hydra\.searchpath in main, path=(conf|convbench) is not available")
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")

@@ -1,6 +1,6 @@
 """`python -m harness.capture package.module:factory --input 1,3,224,224`: a suite from any model's convolutions.
 
-    python -m harness.capture examples.hf_models:resnet50 --input 1,3,224,224        # -> conf/suite/resnet50_hf.yaml
+    python -m harness.capture examples.hf_models:resnet50 --input 1,3,224,224        # -> ./conf/suite/resnet50.yaml
     python -m harness.capture mypkg.nets:make_net --input 2,3,64,64 --name mynet width=32 --kwargs '{"depth": 4}'
     python -m harness -m suite=model suite.model=mypkg.nets:make_net suite.input=[2,3,64,64]   # captured per job
 
@@ -41,8 +41,8 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from .config import Config, Shape
+from .configs import capture_dir, on_search_path
 
-CONF_SUITES = Path(__file__).resolve().parent.parent / "conf" / "suite"
 ROOT_PATH = "(model)"  # the path of a model that is itself one conv module
 
 
@@ -335,7 +335,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("pairs", nargs="*", metavar="key=value", help="more factory keyword arguments")
     parser.add_argument("--name", help="the suite's name (default: the factory's name)")
     parser.add_argument("--out", help="where to write the suite: a .yaml path, or - for stdout "
-                                      "(default conf/suite/NAME.yaml, usable as suite=NAME)")
+                                      "(default ./conf/suite/NAME.yaml, or ./convbench/suite/ when that folder "
+                                      "exists: usable as suite=NAME from this folder)")
     parser.add_argument("--description", help="the suite's description")
     parser.add_argument("--device", default="auto", choices=("auto", "meta", "cpu"),
                         help="where the forward pass runs (auto: meta, else cpu)")
@@ -345,7 +346,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         name = args.name or suite_name(args.model)
         if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", name):
             raise CaptureError(f"--name {name!r}: use letters, digits, '_', '-' or '.' (it becomes suite=NAME)")
-        out = None if args.out == "-" else Path(args.out) if args.out else CONF_SUITES / f"{name}.yaml"
+        out = None if args.out == "-" else Path(args.out) if args.out else capture_dir() / f"{name}.yaml"
         if out is not None and out.exists() and not args.force:
             raise CaptureError(f"{out} exists: choose another --name or --out, or --force to overwrite it")
         c = capture(args.model, args.input, parse_kwargs(args.kwargs, args.pairs), args.device)
@@ -363,7 +364,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print(f"captured {c.calls} conv2d calls, {len(c.shapes)} unique shapes from {c.target} "
           f"(input {','.join(map(str, c.input))}, on {c.device}) in {c.seconds:.2f} s")
     print(f"suite:  {out}")
-    if out.resolve().parent == CONF_SUITES.resolve():
+    if on_search_path(out.parent):
         print(f"sweep:  python -m harness -m suite={out.stem} impl=unfold,fft,cudnn")
     elif out.resolve().parent.name == "suite":
         print(f"sweep:  python -m harness -m --config-dir {out.resolve().parent.parent} suite={out.stem} impl=unfold,fft,cudnn")
