@@ -135,7 +135,8 @@ class Timing:
     min_samples: int = 10       # samples per timing at least (unless max_run_time comes first: noisy)
     threshold: float = 0.1      # adaptive only: stop once IQR/median is below this
     max_noise: float = 0.02     # noise only: stop once the 95% interval's half-width <= this x median
-    max_run_time: float = 0.5   # seconds of sampling per timing at most; a row stopped here is noisy
+    max_run_time: float = 0.5   # seconds of sampling per timing at most (warm and cold each)
+    cold_min_run_time: float = 0.02  # seconds of cold sampling at least (each sample is one call after an eviction)
 
     def __post_init__(self) -> None:
         if self.min_run_time <= 0:
@@ -143,6 +144,9 @@ class Timing:
         if self.max_run_time < self.min_run_time:
             raise ConfigError("timing.max_run_time", self.max_run_time,
                               f"seconds, >= timing.min_run_time ({self.min_run_time})")
+        if not 0 < self.cold_min_run_time <= self.max_run_time:
+            raise ConfigError("timing.cold_min_run_time", self.cold_min_run_time,
+                              f"seconds, > 0 and <= timing.max_run_time ({self.max_run_time})")
         if self.warmup < 0:
             raise ConfigError("timing.warmup", self.warmup, "a count of untimed calls, >= 0")
         if self.min_samples < 1:

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from harness.config import Cache, Method, Shape, Timing
 from harness.measure import stopping
-from harness.measure.flush import Flusher, _parse_size, cpu_llc_bytes
+from harness.measure.flush import Flusher, parse_size as _parse_size, cpu_llc_bytes
 from harness.measure.passes import CaseSettings, run_case
 from harness.measure.stats import TimingResult, ci_ranks
 from harness.measure.timing import sample, time_call, time_cold

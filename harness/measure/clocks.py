@@ -22,7 +22,10 @@ def synchronize(device: torch.device) -> None:
 
 
 class CpuClock:
-    """Host wall clock around the calls (also used for MPS, after a synchronize)."""
+    """Host wall clock around the calls (also used for MPS, after a synchronize). `now` is the wall
+    clock the sampling loop measures elapsed time with (a fake clock replaces both in tests)."""
+
+    now = staticmethod(time.perf_counter)
 
     def __init__(self, device: torch.device = torch.device("cpu"),
                  sync: Callable[[torch.device], None] = synchronize) -> None:
@@ -43,6 +46,8 @@ class CpuClock:
 class CudaClock:
     """CUDA events around the calls on the device's current stream; the synchronize that reads them
     is outside the measured interval, so its cost never enters a sample."""
+
+    now = staticmethod(time.perf_counter)
 
     def __init__(self, device: torch.device, sync: Optional[Callable[[torch.device], None]] = None,
                  event: Optional[Callable[..., Any]] = None) -> None:

@@ -1,18 +1,22 @@
-"""Cold caches: before each cold sample, read and write a buffer twice the size of the device's
-last cache, so neither the inputs nor anything the implementation keeps between calls is still
-cached when the timed call starts (nvbench's cold measurement does the same with the L2).
+"""Cold caches: what runs before each cold sample so the timed call finds its data out of cache.
 
-The size comes from the hardware: on the CPU the largest cache of cpu0 in
-/sys/devices/system/cpu/cpu0/cache/index*/size (the shared last-level cache), else `lscpu`, else
-32 MiB; on CUDA `torch.cuda.get_device_properties(d).L2_cache_size`. The buffer is read *and*
-written (`add_`), so non-temporal stores (a large memset) cannot leave the old lines in place."""
+On CUDA (and on a CPU where lines cannot be evicted one by one) a buffer twice the size of the
+device's last cache is read and written (`Flusher`; nvbench's cold measurement does the same with the
+L2; `add_` reads *and* writes, so non-temporal stores cannot leave the old lines in place). On CUDA
+that is cheap (the L2 is tens of MiB, at device bandwidth). On a CPU whose L3 reads 300 MiB it costs
+71 ms a sample, so there `cold_prepare` evicts only the case's own lines (harness.measure.evict).
+
+Cache sizes come from the hardware: on the CPU from /sys/devices/system/cpu/cpu0/cache/index*/size
+(else `lscpu`, else 32 MiB; `CONVBENCH_CPU_CACHE_SYSFS` points it at another folder, to simulate a
+machine), on CUDA `torch.cuda.get_device_properties(d).L2_cache_size`."""
 from __future__ import annotations
 
 import functools
+import os
 import re
 import subprocess
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Iterable, Optional
 
 import torch
 
@@ -20,19 +24,28 @@ FALLBACK_BYTES = 32 * 2 ** 20
 FACTOR = 2
 
 
-def _parse_size(text: str) -> Optional[int]:
+SYSFS_ENV = "CONVBENCH_CPU_CACHE_SYSFS"
+
+
+def cpu_cache_sysfs() -> Path:
+    """cpu0's cache folder in sysfs, or the folder `CONVBENCH_CPU_CACHE_SYSFS` names (a simulated CPU)."""
+    return Path(os.environ.get(SYSFS_ENV) or "/sys/devices/system/cpu/cpu0/cache")
+
+
+def parse_size(text: str) -> Optional[int]:
     m = re.match(r"\s*([\d.]+)\s*([KMG]?)(i?B)?", text.strip(), re.I)
     if not m:
         return None
     return int(float(m.group(1)) * {"": 1, "K": 2 ** 10, "M": 2 ** 20, "G": 2 ** 30}[m.group(2).upper()])
 
 
-def cpu_llc_bytes(sysfs: Path = Path("/sys/devices/system/cpu/cpu0/cache")) -> int:
+def cpu_llc_bytes(sysfs: Optional[Path] = None) -> int:
     """The largest (last-level) CPU cache in bytes."""
+    sysfs = sysfs or cpu_cache_sysfs()
     sizes = []
     for index in sysfs.glob("index*"):
         try:
-            size = _parse_size((index / "size").read_text())
+            size = parse_size((index / "size").read_text())
         except OSError:
             continue
         if size:
@@ -71,3 +84,19 @@ class Flusher:
 
     def __call__(self) -> None:
         self.buffer.add_(1)  # read and write every line (int32 wraps around harmlessly)
+
+    def keep(self, result) -> None:
+        """(The buffer flush evicts the last result with everything else.)"""
+
+
+def cold_prepare(device: torch.device, operands: Iterable[torch.Tensor], fn: Optional[Callable] = None):
+    """What runs before each cold sample: on the CPU an `Evictor` of the operands, of what `fn`
+    keeps (harness.measure.evict.kept_tensors) and of the last result, when lines can be evicted
+    one by one; otherwise (CUDA, or no clflush) the buffer `Flusher`. Both have `keep(result)`."""
+    if device.type == "cpu":
+        from .evict import Evictor, kept_tensors, line_flusher, private_cache_bytes
+        flush_lines = line_flusher()
+        if flush_lines is not None:
+            kept = kept_tensors(fn) if fn is not None else []
+            return Evictor([*operands, *kept], flush_lines, FACTOR * private_cache_bytes(cpu_cache_sysfs()))
+    return Flusher(device)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterable, Optional
 
 import torch
 
@@ -28,6 +28,7 @@ from . import fresh, memory
 from .cases import Case, make_case
 from .check import NotATensor, RepeatedChecks, Verdict, call_labels, reference
 from .clocks import synchronize
+from .flush import cold_prepare
 from .integrity import InputGuard
 from .concurrency import DeviceClaim
 from .machine import GpuProbe, GpuReading
@@ -139,11 +140,12 @@ def measure_memory(call: Callable[[], Any], where: Where, call_s: float) -> tupl
 
 
 def time_pass(call: Callable[[], Any], settings: CaseSettings, where: Where, r: PassResult,
-              calls_after: int = 0) -> None:
+              calls_after: int = 0, operands: Iterable[torch.Tensor] = (), fn: Optional[Callable] = None) -> None:
     """Warm-up, then the warm and/or cold timings of `settings.timing.cache`, each capped by
     max_run_time and by its share of the budget left once `calls_after` calls (the checked call after
-    the timings) are set aside: timings shrink to fit the budget, the checks never do. Sets r.timing,
-    r.cold, r.gpu, r.concurrent."""
+    the timings) are set aside: timings shrink to fit the budget, the checks never do. Cold samples
+    evict `operands` and what the implementation `fn` keeps (harness.measure.flush.cold_prepare).
+    Sets r.timing, r.cold, r.gpu, r.concurrent."""
     timing, device = settings.timing, where.device
     t0 = time.time()
     before = where.claim is not None and where.claim.busy()
@@ -161,7 +163,8 @@ def time_pass(call: Callable[[], Any], settings: CaseSettings, where: Where, r: 
         if left is not None and left < 2 * one:  # one cold sample would overrun the budget
             r.notes.append(f"cold: not timed, {left:.2g} s of budget left for a {one:.2g} s call")
         else:
-            r.cold = time_cold(call, timing, device, settings.threads, cap_s=left)
+            r.cold = time_cold(call, timing, device, settings.threads, cap_s=left,
+                               flush=cold_prepare(device, operands, fn))
     if where.probe:
         readings.append(where.probe.read())
         r.gpu = GpuReading.worst(readings)

@@ -78,8 +78,11 @@ class Stopping:
         return Stopping(self.criteria, max(cap_s, 0.0))
 
 
-def stopping_for(timing: Timing) -> Stopping:
-    criteria: list[Criterion] = [MinTime(timing.min_run_time), MinSamples(timing.min_samples)]
+def stopping_for(timing: Timing, cold: bool = False) -> Stopping:
+    """The rule of `timing.method`. Cold samples are single calls, each after its own eviction, so
+    they need no long time floor to average out jitter: `cold_min_run_time` replaces min_run_time."""
+    floor = timing.cold_min_run_time if cold else timing.min_run_time
+    criteria: list[Criterion] = [MinTime(floor), MinSamples(timing.min_samples)]
     if timing.method == Method.adaptive:
         criteria.append(IqrBelow(timing.threshold))
     elif timing.method == Method.noise:

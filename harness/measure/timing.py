@@ -1,13 +1,14 @@
 """Timing: warm-up calls, then samples from a clock that times the calls only (harness.measure.clocks:
 perf_counter_ns on the CPU, CUDA events on the device's stream), until a stopping rule
-(harness.measure.stopping) is met or capped. Warm samples are back-to-back calls; cold ones follow a
-cache flush each (harness.measure.flush). Own loop rather than torch.utils.benchmark's autorange: that
+(harness.measure.stopping) is met or capped. Warm samples are back-to-back calls; cold ones follow an
+eviction of the case's cache lines each (harness.measure.flush, harness.measure.evict). Own loop rather than torch.utils.benchmark's autorange: that
 gives one sample per row on CUDA, cannot flush between calls, and has no interval-based stopping;
 `make bench-timer` keeps checking this loop against torch.utils.benchmark.Timer and a bare clock.
 
 `deadline` enforces a case's time budget with SIGALRM: the handler raises in the main thread, which
 interrupts pure-Python hangs (`while True: pass`) too. A single long native call is interrupted as
-soon as it returns to Python."""
+soon as it returns to Python. The sampling loop reads elapsed time from its clock (`clock.now`), so
+tests drive it with a fake clock."""
 from __future__ import annotations
 
 import contextlib
@@ -64,7 +65,9 @@ class Budget:
 @contextlib.contextmanager
 def deadline(seconds: Optional[float]):
     """Raise CaseTimeout in this (main) thread once `seconds` have passed; no-op for None/<=0.
-    Yields the `Budget` (None when not enforced)."""
+    Yields the `Budget` (None when not enforced). On exit the previous SIGALRM handler and interval
+    timer are restored, with the time that passed meanwhile taken off (pytest-timeout's alarm, say,
+    still fires), so an enclosing alarm is never switched off."""
     usable = seconds and seconds > 0 and hasattr(signal, "setitimer") \
         and threading.current_thread() is threading.main_thread()
     if not usable:
@@ -78,12 +81,15 @@ def deadline(seconds: Optional[float]):
 
     previous = signal.signal(signal.SIGALRM, on_alarm)
     budget = Budget(seconds)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
+    started = time.monotonic()
+    outer, outer_interval = signal.setitimer(signal.ITIMER_REAL, seconds)
     try:
         yield budget
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+        if outer > 0:  # an enclosing timer was running: re-arm what is left of it (at least a tick)
+            signal.setitimer(signal.ITIMER_REAL, max(outer - (time.monotonic() - started), 1e-6), outer_interval)
 
 
 BLOCK_S = 1e-4  # a warm sample lasts at least this long: calls shorter than that are timed in blocks
@@ -107,15 +113,17 @@ def block_size(fn: Callable[[], Any], clock, stopping: Stopping, min_samples: in
 def sample(fn: Callable[[], Any], clock, stopping: Stopping, *, block: int = 1,
            prepare: Optional[Callable[[], Any]] = None, min_samples: int = 10) -> TimingResult:
     """Time `block` calls per sample until `stopping` is done or capped. `prepare` (a cache flush)
-    runs before each sample, outside the clock. At least one sample is always taken."""
+    runs before each sample, outside the clock. At least one sample is always taken. Elapsed time is
+    `clock.now()` (wall time, flushes included), so a fake clock drives the whole loop."""
+    now = getattr(clock, "now", time.perf_counter)
     samples: list[float] = []
-    t0 = time.perf_counter()
+    t0 = now()
     last = 0.0
     while True:
-        s0 = time.perf_counter()
+        s0 = now()
         samples.append(clock.time(fn, block, prepare))
-        last = time.perf_counter() - s0
-        elapsed = time.perf_counter() - t0
+        last = now() - s0
+        elapsed = now() - t0
         if stopping.done(samples, elapsed):
             return TimingResult(tuple(samples), capped=False, min_samples=min_samples)
         if stopping.capped(elapsed, last):
@@ -149,13 +157,17 @@ def time_call(fn: Callable[[], Any], timing: Timing, device: torch.device, threa
 
 
 def time_cold(fn: Callable[[], Any], timing: Timing, device: torch.device, threads: Optional[int] = None,
-              *, clock=None, flush: Optional[Callable[[], Any]] = None, cap_s: Optional[float] = None) -> TimingResult:
-    """Cold timing: one call per sample, each after the device's caches are overwritten
-    (harness.measure.flush); only the call is timed, never the flush."""
+              *, clock=None, flush=None, cap_s: Optional[float] = None) -> TimingResult:
+    """Cold timing: one call per sample, each after `flush` (harness.measure.flush.cold_prepare:
+    the case's lines evicted, or the cache overwritten); only the call is timed, never the flush.
+    A flush with `keep(result)` is handed each call's result, to evict it before it is freed.
+    Sampling stops by `stopping_for(timing, cold=True)`."""
     clock = clock or clock_for(device)
     flush = flush or Flusher(device)
+    keep = getattr(flush, "keep", None)
+    call = fn if keep is None else (lambda: keep(fn()))
     with _threads(threads):
-        return sample(fn, clock, stopping_for(timing).within(cap_s), block=1, prepare=flush,
+        return sample(call, clock, stopping_for(timing, cold=True).within(cap_s), block=1, prepare=flush,
                       min_samples=timing.min_samples)
 
 
