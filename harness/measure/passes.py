@@ -204,7 +204,7 @@ def _calls_of_a_pass(fn: Callable, call: Callable, named: Callable, checks: Repe
             checks.check(before[1], named(second))
         _checked_calls(call, named, checks, before[2:])
         _judged(r, checks)
-        time_pass(call, settings, where, r, calls_after=1 if after else 0)
+        time_pass(call, settings, where, r, calls_after=1 if after else 0, operands=checks.guard.live.values(), fn=fn)
         _check_after_timing(call, named, checks, after)
         r.done = True
     _judged(r, checks)
