@@ -1,0 +1,215 @@
+"""The Winograd planner: for each problem (pass, shapes, padding, groups, dtype, device, layout,
+thread count) it times its candidate plans once, on the first call, keeps the fastest in memory and,
+when `CONVBENCH_WINOGRAD_WISDOM` names a file, on disk (FFTW's `FFTW_MEASURE` and wisdom; cuDNN's
+`benchmark=True`).
+
+A plan (`Choice`) is a tile size (F(2x2,3x3) or F(4x4,3x3)), a chunk (images per pass through the
+transforms and products) and a layout of the work buffers: `nhwc` (channels-last, the input copied to
+it on the way in and the output back on the way out unless they are channels_last already) or `nchw`
+(space-to-depth: the NCHW input is read straight into per-residue planes and the output written
+straight back, no layout copies).
+
+The wisdom file is JSON: {"version": 1, "machines": {"<cpu model> | <capability> | torch <version>":
+{"<problem key>": {"tile": 4, "chunk": 2, "layout": "nhwc", "times_ms": {...}}}}}. Entries of other
+machines and torch versions are kept and ignored. The clock is injectable (`Planner(clock=...)`), so
+the selection logic is tested with a fake timer, never with wall-clock margins.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Optional
+
+import torch
+
+WISDOM_ENV = "CONVBENCH_WINOGRAD_WISDOM"
+WISDOM_VERSION = 1
+ROUNDS = 3        # timing rounds per problem: every candidate in the first, the close ones after
+KEEP_WITHIN = 1.25  # candidates slower than this times the best after a round are not timed again
+
+
+@dataclass(frozen=True, order=True)
+class Choice:
+    """One plan: F(tile x tile, 3x3), `chunk` images at a time, work buffers in `layout`."""
+
+    tile: int
+    layout: str
+    chunk: int
+
+    def label(self) -> str:
+        return f"F({self.tile}x{self.tile},3x3) {self.layout} chunk {self.chunk}"
+
+    def to_json(self) -> dict:
+        return {"tile": self.tile, "layout": self.layout, "chunk": self.chunk}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "Choice":
+        return cls(int(d["tile"]), str(d["layout"]), int(d["chunk"]))
+
+
+@dataclass
+class Decision:
+    """What the planner decided for one problem, and how: 'measured' (timed now), 'wisdom' (read from
+    the file), 'estimated' (too small to be worth timing: the first candidate), 'forced'."""
+
+    choice: Choice
+    how: str
+    times_ms: dict = field(default_factory=dict)  # candidate label -> best time, when measured
+    planning_s: float = 0.0                       # wall time the measuring took (first call only)
+
+    def describe(self) -> str:
+        text = f"{self.choice.label()} ({self.how}"
+        if self.how == "measured":
+            text += f" over {len(self.times_ms)} candidates in {self.planning_s:.2f} s"
+        return text + ")"
+
+
+def machine_key(device: torch.device) -> str:
+    """The wisdom's machine: CPU model (or CUDA device name), instruction set, torch version."""
+    if device.type == "cuda":
+        model = torch.cuda.get_device_name(device)
+    else:
+        model = _cpu_model()
+    return f"{model} | {torch.backends.cpu.get_cpu_capability()} | torch {torch.__version__}"
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _default_clock(device: torch.device) -> Callable[[], float]:
+    if device.type == "cuda":
+        def clock():
+            torch.cuda.synchronize(device)
+            return time.perf_counter()
+        return clock
+    return time.perf_counter
+
+
+class Planner:
+    """Chooses among candidates by timing them, once per problem key.
+
+    `clock`: a function of no arguments returning seconds (default: perf_counter, synchronized on
+    CUDA); `wisdom`: a JSON file path, default the `CONVBENCH_WINOGRAD_WISDOM` environment variable
+    read when a plan is first needed (unset: memory only)."""
+
+    def __init__(self, clock: Optional[Callable[[], float]] = None, wisdom: Optional[str] = None,
+                 rounds: int = ROUNDS):
+        self.clock = clock
+        self._wisdom_path = wisdom
+        self.rounds = rounds
+        self.decisions: dict[str, Decision] = {}
+        self._lock = threading.Lock()
+
+    # -- wisdom ----------------------------------------------------------------------------------
+    def wisdom_path(self) -> Optional[str]:
+        return self._wisdom_path if self._wisdom_path is not None else (os.environ.get(WISDOM_ENV) or None)
+
+    def _read_wisdom(self) -> dict:
+        path = self.wisdom_path()
+        if not path or not os.path.exists(path):
+            return {"version": WISDOM_VERSION, "machines": {}}
+        try:
+            with open(path) as f:
+                data = json.load(f)
+        except (OSError, ValueError):
+            return {"version": WISDOM_VERSION, "machines": {}}  # unreadable wisdom is no wisdom
+        if not isinstance(data, dict) or data.get("version") != WISDOM_VERSION:
+            return {"version": WISDOM_VERSION, "machines": {}}
+        data.setdefault("machines", {})
+        return data
+
+    def _from_wisdom(self, machine: str, key: str, candidates: list[Choice]) -> Optional[Choice]:
+        entry = self._read_wisdom()["machines"].get(machine, {}).get(key)
+        if not entry:
+            return None
+        try:
+            choice = Choice.from_json(entry)
+        except (KeyError, TypeError, ValueError):
+            return None
+        return choice if choice in candidates else None  # a plan this code no longer offers is ignored
+
+    def _to_wisdom(self, machine: str, key: str, decision: Decision) -> None:
+        path = self.wisdom_path()
+        if not path:
+            return
+        data = self._read_wisdom()  # re-read: another process may have added plans meanwhile
+        data["machines"].setdefault(machine, {})[key] = {**decision.choice.to_json(), "times_ms": decision.times_ms}
+        folder = os.path.dirname(os.path.abspath(path))
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".wisdom-", suffix=".json")
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=1, sort_keys=True)
+        os.replace(tmp, path)
+
+    # -- choosing --------------------------------------------------------------------------------
+    def choose(self, key: str, candidates: Iterable[Choice], run: Callable[[Choice], Any],
+               device: torch.device, measure: bool = True) -> tuple[Decision, Any]:
+        """The plan for `key` and, when it was decided by running candidates now, the result of the
+        chosen one's fastest run (else None: the caller runs the plan itself). `run(choice)` computes
+        the real result with that plan. With `measure=False` the first candidate is taken untimed."""
+        candidates = list(dict.fromkeys(candidates))
+        if not candidates:
+            raise ValueError("no candidate plans")
+        with self._lock:
+            known = self.decisions.get(key)
+        if known is not None and known.choice in candidates:
+            return known, None
+        machine = machine_key(device)
+        from_file = self._from_wisdom(machine, key, candidates)
+        if from_file is not None:
+            decision = Decision(from_file, "wisdom")
+            result = None
+        elif not measure or len(candidates) == 1:
+            decision, result = Decision(candidates[0], "estimated" if len(candidates) > 1 else "only"), None
+        else:
+            decision, result = self._measure(candidates, run, device)
+            self._to_wisdom(machine, key, decision)
+        with self._lock:
+            self.decisions[key] = decision
+        return decision, result
+
+    def _measure(self, candidates: list[Choice], run, device) -> tuple[Decision, Any]:
+        clock = self.clock or _default_clock(device)
+        start = time.perf_counter()
+        best: dict[Choice, float] = {}
+        alive = list(candidates)
+        result, result_of = None, None
+        for round_ in range(max(1, self.rounds)):
+            for choice in alive:  # candidates interleaved: a slow spell of the machine hits them all
+                t0 = clock()
+                out = run(choice)
+                elapsed = clock() - t0
+                if elapsed < best.get(choice, float("inf")):
+                    best[choice] = elapsed
+                fastest = min(best, key=lambda c: (best[c], candidates.index(c)))
+                if choice == fastest:
+                    result, result_of = out, choice  # keep the chosen plan's own output, drop others
+                elif result_of != fastest:
+                    result, result_of = None, None
+                del out
+            floor = min(best[c] for c in alive)
+            alive = [c for c in alive if best[c] <= KEEP_WITHIN * floor]
+            if len(alive) == 1:
+                break
+        choice = min(best, key=lambda c: (best[c], candidates.index(c)))
+        decision = Decision(choice, "measured", {c.label(): round(best[c] * 1e3, 4) for c in candidates},
+                            time.perf_counter() - start)
+        return decision, (result if result_of == choice else None)
+
+    def forget(self) -> None:
+        """Drop the plans held in memory (the wisdom file is left alone)."""
+        with self._lock:
+            self.decisions.clear()
