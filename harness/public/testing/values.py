@@ -13,11 +13,12 @@ from .compare import assert_matches, reductions, reference
 def values(fn, case: Case, dtype: torch.dtype, device: str, seed: int = 0) -> None:
     """Forward value, shape, dtype, device; then grad_input, grad_weight, grad_bias."""
     x, w, b = make_tensors(case, dtype, device, seed)
+    gen = torch.Generator().manual_seed(seed + 1)  # the reference comes first: a call that modifies its
+    shape = reference(x, w, b, case.kwargs)[0].shape  # inputs is then judged on what it was given
+    grad_out = torch.randn(shape, generator=gen, dtype=torch.float64).to(device, dtype)
+    ref, gx, gw, gb = reference(x, w, b, case.kwargs, grad_out)
     out = fn(x, w, b, **case.kwargs)
     assert isinstance(out, torch.Tensor), f"returned a {type(out).__name__}, not a tensor"
-    gen = torch.Generator().manual_seed(seed + 1)
-    grad_out = torch.randn(out.shape, generator=gen, dtype=torch.float64).to(device, dtype)
-    ref, gx, gw, gb = reference(x, w, b, case.kwargs, grad_out if out.shape == grad_out.shape else None)
     assert out.device == x.device, f"output on {out.device}, input on {x.device}"
     red = reductions(case, ref.shape)
     assert_matches(out, ref, dtype, red["out"], "forward")
