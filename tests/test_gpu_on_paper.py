@@ -16,9 +16,11 @@ import harness.measure.devices as devices
 import harness.measure.job as job_module
 import harness.measure.passes as passes
 from harness.config import Cache, Config, Pass, Shape, Suite, Timing
-from harness.measure import peak, timing
+from harness.measure import clocks, peak, timing
 from harness.measure.job import run_job
 from harness.measure.passes import CaseSettings, PassResult, Where, run_case, time_pass
+
+from faketime import FakeTime
 
 CUDA1 = torch.device("cuda", 1)
 TINY = Shape(layer="tiny", n=1, c_in=2, h=6, w=6, c_out=2, kernel=3, padding=1)
@@ -28,19 +30,20 @@ SYNC_COST = 0.003  # a device synchronize is slow: torch.utils.benchmark counted
 @pytest.fixture
 def fake_cuda(monkeypatch):
     """torch.cuda with a costly synchronize that records which device it waited on, and events that
-    read the host clock when recorded (the calls here run on the CPU, synchronously)."""
-    seen = SimpleNamespace(syncs=[], devices_entered=[])
+    read a virtual clock when recorded (the calls here run on the CPU, synchronously, and take the
+    virtual time they say: `seen.fake.spend`)."""
+    seen = SimpleNamespace(syncs=[], devices_entered=[], fake=FakeTime())
 
     def synchronize(device=None):
         seen.syncs.append(device)
-        time.sleep(SYNC_COST)
+        seen.fake.spend(SYNC_COST)
 
     class Event:
         def __init__(self, enable_timing=False):
             self.t = None
 
         def record(self, stream=None):
-            self.t = time.perf_counter()
+            self.t = seen.fake.t
 
         def elapsed_time(self, end):
             return (end.t - self.t) * 1e3
@@ -56,6 +59,8 @@ def fake_cuda(monkeypatch):
     monkeypatch.setattr(torch.cuda, "device", device)
     monkeypatch.setattr(devices, "absent_reason", lambda d: None)
     monkeypatch.setattr(timing, "Flusher", lambda d: (lambda: None))  # no L2 to overwrite here
+    monkeypatch.setattr(passes, "cold_prepare", lambda *a: (lambda: None))
+    monkeypatch.setattr(clocks.CudaClock, "now", staticmethod(seen.fake.now))  # the sampling loop's wall clock
     return seen
 
 
@@ -69,14 +74,14 @@ def test_cuda_n_waits_on_that_gpu_and_gets_at_least_ten_samples(fake_cuda):
     """#16.1: every synchronize names cuda:1 (not the current device). #16.2: with a 3 ms synchronize,
     the CUDA path still gives >= 10 samples, and the samples hold the call, not the synchronize."""
     def call():
-        time.sleep(0.001)
+        fake_cuda.fake.spend(0.001)
 
     r = PassResult()
     time_pass(call, settings(), Where(CUDA1), r)
     assert fake_cuda.syncs and all(d == CUDA1 for d in fake_cuda.syncs)
     for t in (r.timing, r.cold):
         assert t.n_runs >= 10
-        assert 0.0009 < t.median < 0.001 + SYNC_COST / 2  # the call's time, not the call's plus a sync
+        assert t.median == pytest.approx(0.001)  # the call's time, not the call's plus a sync
 
 
 def test_jobs_and_the_peak_matmul_run_with_their_gpu_current(fake_cuda):

@@ -20,9 +20,10 @@ from scipy.stats import binom
 
 CONFIDENCE = 0.95
 MIN_SAMPLES = 10          # pyperf-style "too few samples" below this (also Timing.min_samples' default)
+MAX_CI_HALF_WIDTH = 0.05  # the median's 95% interval reaches further than 5% of it: the median is not known
 MAX_STD_OF_MEAN = 0.10    # pyperf: the standard deviation is >= 10% of the mean
 MAX_FROM_MEAN = 0.50      # pyperf: the minimum or the maximum is >= 50% away from the mean
-PYPERF_VALUES = 20        # per-call samples are judged as at most this many block means (pyperf "values")
+PYPERF_VALUES = 20        # per-call samples are judged as at most this many block medians (pyperf "values")
 
 
 @functools.lru_cache(maxsize=4096)
@@ -39,19 +40,21 @@ def ci_ranks(n: int, confidence: float = CONFIDENCE) -> Optional[tuple[int, int]
 
 
 def pyperf_values(samples, at_most: int = PYPERF_VALUES) -> list[float]:
-    """The samples as pyperf's rules expect them. A pyperf value is the mean of many loops (>= 100 ms
-    of calls), so its 10%-std rule judges block means; applied to single sub-millisecond calls it
-    flags ordinary scheduler jitter on a quiet machine. Consecutive samples are grouped into at
-    most `at_most` blocks (single samples when there are few, i.e. slow calls) and averaged."""
+    """The samples as pyperf's rules expect them: at most `at_most` values, each summarising
+    consecutive samples (single samples when there are few, i.e. slow calls). A pyperf value averages
+    many loops; here each is a block's *median*, since the median is what a row reports: one stall in
+    a block (a preemption) moves the mean, not the median, while a machine that slows down half-way
+    through the timing moves every later block."""
     blocks = np.array_split(np.asarray(samples, dtype=float), min(len(samples), at_most))
-    return [float(b.mean()) for b in blocks if b.size]
+    return [float(np.median(b)) for b in blocks if b.size]
 
 
 @dataclass(frozen=True)
 class TimingResult:
     """Raw per-call times in, statistics derived, as torch.utils.benchmark's Measurement: the samples
     are the record (compare's significance tests read them), every figure is computed from them.
-    `capped`: sampling stopped at max_run_time (or the budget) before its stopping rule was met."""
+    `capped`: sampling stopped at max_run_time (or the budget) before its stopping rule was met
+    (recorded; it makes a timing noisy only through what it left: few samples, a wide interval)."""
     samples: tuple[float, ...]
     capped: bool = False
     min_samples: int = MIN_SAMPLES
@@ -87,12 +90,16 @@ class TimingResult:
 
     @property
     def unstable(self) -> list[str]:
-        """Why these samples cannot be trusted (empty: they can): too few samples, pyperf's checks on
-        the samples' block means (`pyperf_values`), and the cap."""
+        """Why the median cannot be trusted (empty: it can): too few samples for min_samples or a 95%
+        interval; an interval wider than +-MAX_CI_HALF_WIDTH of the median; pyperf's checks on the
+        block medians (`pyperf_values`: drift, a shift half-way). Reaching the cap is not a reason by
+        itself: a capped timing with enough samples and a tight interval is a good number."""
         why = []
         n = len(self.samples)
         if n < self.min_samples or ci_ranks(n) is None:
             why.append(f"only {n} samples")
+        elif self.noise > MAX_CI_HALF_WIDTH:
+            why.append(f"median's 95% interval +-{self.noise:.0%}")
         values = pyperf_values(self.samples) if n else []
         if len(values) >= 2:
             mean = statistics.fmean(values)

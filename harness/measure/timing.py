@@ -31,6 +31,9 @@ from .stopping import Stopping, stopping_for
 __all__ = ["Budget", "CaseTimeout", "TimingResult", "deadline", "sample", "time_call", "time_cold", "warm_up"]
 
 
+monotonic = time.monotonic  # the budget's clock; tests replace it (and signal.setitimer) with a fake one
+
+
 class CaseTimeout(BaseException):
     """The case ran past its budget. A BaseException, so an implementation's `except Exception`
     cannot swallow it."""
@@ -42,23 +45,23 @@ class Budget:
     longer, and only `call_s` is charged, so the budget pays for the implementation's calls only."""
 
     def __init__(self, seconds: float) -> None:
-        self.end = time.monotonic() + seconds
+        self.end = monotonic() + seconds
 
     def __call__(self) -> float:
-        return self.end - time.monotonic()
+        return self.end - monotonic()
 
     def _arm(self, end: float) -> None:
-        signal.setitimer(signal.ITIMER_REAL, max(end - time.monotonic(), 1e-6))
+        signal.setitimer(signal.ITIMER_REAL, max(end - monotonic(), 1e-6))
 
     @contextlib.contextmanager
     def overhead(self, call_s: float, slowdown: float):
         end = self.end
         self._arm(end + slowdown * call_s)
-        t0 = time.monotonic()
+        t0 = monotonic()
         try:
             yield
         finally:
-            self.end = end + max(time.monotonic() - t0 - call_s, 0.0)
+            self.end = end + max(monotonic() - t0 - call_s, 0.0)
             self._arm(self.end)
 
 
@@ -81,7 +84,7 @@ def deadline(seconds: Optional[float]):
 
     previous = signal.signal(signal.SIGALRM, on_alarm)
     budget = Budget(seconds)
-    started = time.monotonic()
+    started = monotonic()
     outer, outer_interval = signal.setitimer(signal.ITIMER_REAL, seconds)
     try:
         yield budget
@@ -89,7 +92,7 @@ def deadline(seconds: Optional[float]):
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
         if outer > 0:  # an enclosing timer was running: re-arm what is left of it (at least a tick)
-            signal.setitimer(signal.ITIMER_REAL, max(outer - (time.monotonic() - started), 1e-6), outer_interval)
+            signal.setitimer(signal.ITIMER_REAL, max(outer - (monotonic() - started), 1e-6), outer_interval)
 
 
 BLOCK_S = 1e-4  # a warm sample lasts at least this long: calls shorter than that are timed in blocks
