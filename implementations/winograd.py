@@ -548,7 +548,10 @@ def _macs(x, c_out, padding, groups) -> int:
 def _conv_with(choice: Choice, x, weight, bias, padding, groups):
     algo = ALGORITHMS[choice.tile]
     if choice.layout == "nchw":
-        return _flat_conv(x, weight, bias, padding, groups, algo, choice.chunk)
+        out = _flat_conv(x, weight, bias, padding, groups, algo, choice.chunk)
+        # the output in the input's memory format, as F.conv2d's (the planner offers nchw only for
+        # inputs that are not channels_last, so only a forced plan pays this copy)
+        return out.contiguous(memory_format=torch.channels_last) if _is_channels_last(x) else out
     return _winograd_conv(x, weight, bias, padding, groups, algo, choice.chunk)
 
 

@@ -29,7 +29,8 @@ import torch
 
 WISDOM_ENV = "CONVBENCH_WINOGRAD_WISDOM"
 WISDOM_VERSION = 1
-ROUNDS = 3        # timing rounds per problem: every candidate in the first, the close ones after
+ROUNDS = 3        # timing rounds per problem: every candidate in the first FULL_ROUNDS, the close ones after
+FULL_ROUNDS = 2   # so one slow spell of a shared machine cannot drop the best candidate unseen
 KEEP_WITHIN = 1.25  # candidates slower than this times the best after a round are not timed again
 
 
@@ -200,10 +201,11 @@ class Planner:
                 elif result_of != fastest:
                     result, result_of = None, None
                 del out
-            floor = min(best[c] for c in alive)
-            alive = [c for c in alive if best[c] <= KEEP_WITHIN * floor]
-            if len(alive) == 1:
-                break
+            if round_ + 1 >= FULL_ROUNDS:
+                floor = min(best[c] for c in alive)
+                alive = [c for c in alive if best[c] <= KEEP_WITHIN * floor]
+                if len(alive) == 1:
+                    break
         choice = min(best, key=lambda c: (best[c], candidates.index(c)))
         decision = Decision(choice, "measured", {c.label(): round(best[c] * 1e3, 4) for c in candidates},
                             time.perf_counter() - start)
