@@ -51,9 +51,10 @@ def resnet50_layers(kernel: int) -> list[tuple[int, int, int, int, int, int]]:
 
 # Issue #6's FFT cases: 128x128 images, 16->16 channels, batch 4, padding k//2.
 FFT_KERNELS = {3: 10.0, 15: 1.0, 31: 0.2}  # kernel -> largest allowed time ratio to cudnn
-# Issue #12's Winograd targets on the ResNet-50 3x3 layers, by input size: (forward, backward).
-# 7x7 has none (reported as measured); the stride-2 layers are unsupported and skipped.
-WINOGRAD_TARGETS = {56: (0.8, 1.5), 28: (0.8, 1.5), 14: (1.0, None), 7: (None, None)}
+# Issue #21's Winograd targets on the ResNet-50 3x3 layers, by input size: (forward, backward)
+# (issue #12's were 0.8/1.5, 0.8/1.5, 1.0/-, -/-); the stride-2 layers are unsupported and skipped.
+WINOGRAD_TARGETS = {56: (0.75, 1.0), 28: (0.75, 1.0), 14: (0.9, None), 7: (1.2, None)}
+PLAN_CHECK_WITHIN = 1.05  # the planner's forward plan against the fastest forced candidate
 
 
 @dataclass
@@ -69,6 +70,7 @@ class PerfCase:
     pad: int
     h: int
     target: dict = field(default_factory=dict)  # pass -> max ratio (per row)
+    tile: Optional[int] = None  # winograd: the planned forward's F(m x m) (the memory bound's alpha = m + 2)
 
     def out_bytes(self, itemsize: int = 4) -> int:
         ho = (self.h + 2 * self.pad - self.k) // self.stride + 1
@@ -79,7 +81,7 @@ class PerfCase:
         full linear-convolution size, complex64), issue #6's memory bound. Winograd likewise: 3x
         the output plus the whole batch's transformed input, weights and output (alpha^2 points)."""
         if self.impl in ("winograd", "winograd_f2"):
-            alpha = 6 if self.impl == "winograd" else 4
+            alpha = (self.tile or (4 if self.impl == "winograd" else 2)) + 2
             tiles = (-(-self.h // (alpha - 2))) ** 2
             return 3 * self.out_bytes() + 4 * alpha ** 2 * (
                 self.n * tiles * (self.c_in + self.c_out) + self.c_in * self.c_out)
@@ -111,6 +113,7 @@ class Row:
     mem_target: Optional[int] = None
     error: Optional[float] = None  # forward, relative to a float64 F.conv2d (norm of the difference)
     cudnn_error: Optional[float] = None
+    plan: str = ""  # what the implementation says it ran (its `last_plan()` hook: winograd's planner)
 
 
 def cases(batch: int, quick: bool) -> list[PerfCase]:
@@ -181,11 +184,15 @@ def _errors(case: PerfCase, device, fmt) -> tuple[float, float]:
 
 def measure(case: PerfCase, passes, args, device) -> list[Row]:
     fmt = torch.channels_last if args.channels_last else torch.contiguous_format
-    impl = _calls(implementations.get(case.impl), case, device, fmt)
+    fn = implementations.get(case.impl)
+    impl = _calls(fn, case, device, fmt)
     ref = _calls(implementations.get("cudnn"), case, device, fmt)
     rows = []
     for pass_ in passes:
         (slow_i, peak_i), (slow_c, peak_c) = (_warm_up(f, device, args.min_run_time) for f in (impl[pass_], ref[pass_]))
+        plan = _plan_of(fn, pass_)
+        if pass_ == "forward" and "F(" in plan:
+            case.tile = int(plan.split("F(", 1)[1].split("x", 1)[0])
         times_i, times_c = [], []
         for _ in range(args.rounds):  # interleaved, so load from neighbours hits both sides
             times_i.append(_median_time(impl[pass_], args.threads, args.min_run_time, slow_i))
@@ -193,9 +200,87 @@ def measure(case: PerfCase, passes, args, device) -> list[Row]:
         ratio = statistics.median(i / c for i, c in zip(times_i, times_c))
         rows.append(Row(case, pass_, statistics.median(times_i), statistics.median(times_c), ratio,
                         peak_i, peak_c, case.out_bytes(),
-                        case.target.get(pass_), case.mem_target() if pass_ == "forward" else None))
+                        case.target.get(pass_), case.mem_target() if pass_ == "forward" else None, plan=plan))
     rows[0].error, rows[0].cudnn_error = _errors(case, device, fmt)
     return rows
+
+
+def _plan_of(fn, pass_: str) -> str:
+    """The plan an implementation with a `last_plan()` hook says its latest call ran (winograd: per
+    product; the backward pass is grad_input and grad_weight), else ''."""
+    hook = getattr(fn, "last_plan", None)
+    if hook is None:
+        return ""
+    text = hook()
+    parts = dict(p.split(": ", 1) for p in text.split("; ") if ": " in p)
+    if pass_ == "forward":
+        return parts.get("forward", "")
+    return "; ".join(f"{k}: {parts[k]}" for k in ("grad_input", "grad_weight") if k in parts)
+
+
+@dataclass
+class PlanCheck:
+    """winograd's planned forward against every candidate forced, timed in the same rounds."""
+    case: PerfCase
+    chosen: str
+    chosen_s: float
+    fastest: str
+    fastest_s: float
+    times: dict  # candidate label -> median seconds
+
+    @property
+    def ratio(self) -> float:
+        return self.chosen_s / self.fastest_s
+
+
+def plan_check(case: PerfCase, args, device) -> PlanCheck:
+    """Force each of the planner's forward candidates on this layer and time it, interleaved with
+    `winograd` itself (planned earlier in this process): the plan a machine with other relative
+    costs would pick is the fastest candidate there, so the planner must be within
+    PLAN_CHECK_WITHIN of the fastest here. Candidate timings use half the usual sampling time."""
+    from implementations import winograd
+    x, w, b = case.tensors(device)
+    fmt = torch.channels_last if args.channels_last else torch.contiguous_format
+    x, w = x.contiguous(memory_format=fmt), w.contiguous(memory_format=fmt)
+    cands = winograd.candidates(x, case.c_out, (case.pad,) * 4, 1)
+    fns = {"winograd (planned)": implementations.get("winograd")}
+    fns.update({c.label(): winograd.forced(c.tile, c.layout, c.chunk) for c in cands})
+
+    def call(fn):
+        def run():
+            with torch.no_grad():
+                return fn(x, w, b, case.stride, case.pad)
+        return run
+    calls = {k: call(f) for k, f in fns.items()}
+    for f in calls.values():
+        f()  # warm-up (the planned one is planned already: this only reads the plan)
+    chosen = _plan_of(fns["winograd (planned)"], "forward")
+    times = {k: [] for k in calls}
+    for _ in range(max(2, args.rounds - 1)):
+        for k, f in calls.items():
+            times[k].append(_median_time(f, args.threads, args.min_run_time / 2, False))
+    med = {k: statistics.median(v) for k, v in times.items()}
+    forced = {k: v for k, v in med.items() if k != "winograd (planned)"}
+    fastest = min(forced, key=forced.get)
+    return PlanCheck(case, chosen, med["winograd (planned)"], fastest, forced[fastest], forced)
+
+
+def render_plans(rows: list[Row], checks: list[PlanCheck]) -> Optional[Table]:
+    """What each planned row ran, and the planner against every candidate forced."""
+    planned = [r for r in rows if r.plan]
+    if not planned and not checks:
+        return None
+    t = Table(title="winograd plans: what ran per layer and pass (planning time is in the first call only), "
+                    f"and the planned forward against each candidate forced (within {PLAN_CHECK_WITHIN:g}x of the fastest)")
+    for col in ("impl", "case", "pass", "plan", "planned ms", "fastest forced", "ms", "ratio", ""):
+        t.add_column(col, justify="right" if col in ("planned ms", "ms", "ratio") else "left", no_wrap=True)
+    by_case = {id(c.case): c for c in checks}
+    for r in planned:
+        c = by_case.get(id(r.case)) if r.pass_ == "forward" else None
+        extra = (f"{c.chosen_s * 1e3:.2f}", c.fastest, f"{c.fastest_s * 1e3:.2f}", f"{c.ratio:.3f}",
+                 _met(c.ratio, PLAN_CHECK_WITHIN)) if c else ("", "", "", "", "")
+        t.add_row(r.case.impl, r.case.label, r.pass_, r.plan, *extra)
+    return t
 
 
 def _met(ratio: float, target: Optional[float]) -> str:
@@ -252,14 +337,31 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--quick", action="store_true", help="every third ResNet-50 layer only")
     ap.add_argument("--channels-last", action="store_true", help="inputs and weights in channels_last layout")
     ap.add_argument("--only", default="", help="only case groups containing this text (e.g. fft, 3x3, winograd)")
+    ap.add_argument("--no-plan-check", action="store_true",
+                    help="skip timing every winograd candidate plan forced against the planned one")
     args = ap.parse_args(argv)
     # the harness's job settings: TF32 off (torch defaults cudnn.allow_tf32=True, which would compare
     # TF32 cuDNN with full-float32 unfold/fft on Ampere and newer), autotuning on, the thread count
     with torch_settings(cudnn_benchmark=True, allow_tf32=False, threads=args.threads), \
             on_device(torch.device(args.device)):
         rows = _run(args)
-    Console(width=None if Console().is_terminal else 200).print(render(rows, args))
+        checks = [] if args.no_plan_check else _plan_checks(rows, args)
+    console = Console(width=None if Console().is_terminal else 240)
+    console.print(render(rows, args))
+    plans = render_plans(rows, checks)
+    if plans is not None:
+        console.print(plans)
     return 0
+
+
+def _plan_checks(rows: list[Row], args) -> list[PlanCheck]:
+    device = torch.device(args.device)
+    out = []
+    for r in rows:
+        if r.case.impl == "winograd" and r.pass_ == "forward":
+            Console(stderr=True).print(f"plan check: winograd {r.case.label}", style="dim")
+            out.append(plan_check(r.case, args, device))
+    return out
 
 
 def _run(args) -> list[Row]:
