@@ -17,7 +17,8 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from .capture import expand_suite
-from .config import check_impl, import_plugins, register_configs, to_config
+from .config import register_configs, to_config
+from .measure.names import check_impls
 from .configs import builtin_dir
 
 register_configs()
@@ -42,9 +43,8 @@ def app(cfg: DictConfig) -> int:
     multirun = hc.mode == RunMode.MULTIRUN
     try:
         conf = to_config(cfg)      # runs the schema's checks before anything is measured
-        import_plugins(conf.plugins)
-        if not multirun:
-            check_impl(conf.impl)  # a multirun checked every impl in on_multirun_start
+        if not multirun:           # a multirun checked every impl in on_multirun_start; plug-ins are
+            check_impls([conf.impl], conf.plugins)  # imported only in worker (and checking) processes
         conf = expand_suite(conf)  # suite=model: capture the model's conv shapes (harness.capture)
     except ValueError as exc:      # ConfigError, UnknownImplementation, CaptureError: their messages say what is allowed
         usage_error(exc)

@@ -12,8 +12,8 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from .config import check_impl, import_plugins
 from .finish import finish
+from .measure.names import check_impls
 from .overrides import check_overrides, swept_values
 
 
@@ -24,10 +24,12 @@ def check_sweep(config: DictConfig) -> None:
     overrides = [f"{k}={v}" for k, v in (config.hydra.sweeper.get("params") or {}).items()]
     overrides += list(config.hydra.overrides.task)
     check_overrides(overrides)
-    for plugins in swept_values(overrides, "plugins") or [config.get("plugins") or []]:
-        import_plugins(list(plugins) if not isinstance(plugins, str) else [plugins])
-    for impl in swept_values(overrides, "impl") or [config.impl]:
-        check_impl(str(impl))
+    plugins = []
+    for value in swept_values(overrides, "plugins") or [config.get("plugins") or []]:
+        plugins += [p for p in (list(value) if not isinstance(value, str) else [value]) if p not in plugins]
+    # in a checking process when plug-ins are involved: this process (under the basic launcher also
+    # every job's) never imports one (harness.measure.names)
+    check_impls([str(i) for i in swept_values(overrides, "impl") or [config.impl]], plugins)
 
 
 PARALLEL_LAUNCHERS = ("LocalLauncher", "joblib", "ray")  # submitit_local, joblib, Ray

@@ -188,6 +188,8 @@ class Config:
     allow_tf32: bool = False             # TF32 cannot meet a float32 tolerance
     seed: int = 0
     budget_s: float = 2.0                # time limit per case and pass (its check + its timing)
+    worker_memory_gb: Optional[float] = None  # address space (RLIMIT_AS) the worker may map beyond its start-up,
+                                         # GiB; null: the machine's RAM on CPU jobs, none with CUDA; 0: no limit
     strict: bool = False                 # exit non-zero on any incorrect or error row
     results_link: Optional[str] = "results/latest"  # symlink pointed at the newest sweep; null: none
     resume: bool = False                 # into an existing hydra.sweep.dir: keep complete jobs and finished cases
@@ -203,6 +205,8 @@ class Config:
             raise ConfigError("threads", self.threads, "a positive integer, or null for torch's default")
         if self.budget_s <= 0:
             raise ConfigError("budget_s", self.budget_s, "seconds, > 0")
+        if self.worker_memory_gb is not None and self.worker_memory_gb < 0:
+            raise ConfigError("worker_memory_gb", self.worker_memory_gb, "GiB, >= 0 (0: no limit), or null for the default")
         if not self.impl:
             raise ConfigError("impl", "''", "a registered name or package.module:function")
 
@@ -224,7 +228,8 @@ def to_config(cfg: DictConfig | Config) -> Config:
 
 
 def import_plugins(plugins: List[str]) -> None:
-    """Import the user's modules so their `@implementations.register` calls run."""
+    """Import the user's modules so their `@implementations.register` calls run: in a worker process
+    (harness.measure.worker) or a checking one (harness.measure.names), never in a job process."""
     for name in plugins:
         try:
             importlib.import_module(name)

@@ -14,7 +14,7 @@ from .summary import summarize
 from .table.collect import aggregate
 from .table.schema import Status
 
-STRICT_FAILURES = (Status.incorrect.value, Status.error.value)
+STRICT_FAILURES = (Status.incorrect.value, Status.error.value, Status.crashed.value)
 
 
 def point_link(link: Path, target: Path) -> None:
@@ -46,7 +46,7 @@ def build_report(sweep_dir: Path) -> Optional[Any]:
 
 def finish(sweep_dir: Path, results_link: Optional[str] = "results/latest", strict: bool = False) -> int:
     """Aggregate, link, report, summarise. Returns the exit status: 1 when `strict` and any row is
-    incorrect or error, else 0."""
+    incorrect, error or crashed, else 0."""
     sweep_dir = Path(sweep_dir)
     df = aggregate(sweep_dir)
     if results_link:
@@ -66,6 +66,6 @@ def finish(sweep_dir: Path, results_link: Optional[str] = "results/latest", stri
         print(f"latest: {results_link} -> {sweep_dir}")
     bad = df[df["status"].isin(STRICT_FAILURES)]
     if strict and len(bad):
-        console.print(f"[bold red]strict: {len(bad)} incorrect/error rows[/]")
+        console.print(f"[bold red]strict: {len(bad)} incorrect/error/crashed rows[/]")
         return 1
     return 0

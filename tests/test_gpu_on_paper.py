@@ -165,12 +165,13 @@ def test_the_budget_does_not_pay_for_the_float64_reference(monkeypatch):
 
 def test_library_loading_is_done_once_per_job_before_the_cases(tmp_path, monkeypatch):
     order = []
-    monkeypatch.setattr(job_module, "warm_libraries", lambda d, t: order.append("libraries"))
-    real = job_module.run_case
-    monkeypatch.setattr(job_module, "run_case", lambda *a, **k: (order.append("case"), real(*a, **k))[1])
+    import harness.measure.worker as worker_module  # the job's worker loads them (here: in-process)
+    monkeypatch.setattr(worker_module, "warm_libraries", lambda d, t: order.append("libraries"))
+    real = worker_module.run_case
+    monkeypatch.setattr(worker_module, "run_case", lambda *a, **k: (order.append("case"), real(*a, **k))[1])
     cfg = Config(impl="cudnn", suite=Suite(name="s", shapes=[TINY, TINY]), device="cpu",
                  timing=Timing(min_run_time=0.01), results_link=None, passes=[Pass.forward])
-    run_job(cfg, tmp_path / "0", progress=False)
+    run_job(cfg, tmp_path / "0", progress=False, isolate=False)
     assert order == ["libraries", "case", "case"]
 
 

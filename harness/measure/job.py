@@ -4,7 +4,8 @@ Durability: each finished case's rows are appended to `rows.jsonl` (flushed and 
 killed half-way keeps what it measured. At the end the job's table is written to `job.parquet`
 through a temporary file and `os.replace` (never half-written), then the `COMPLETE` marker
 (`harness.table.jobfolder`; with `resume=true` finished cases are kept, not measured again).
-Nothing an implementation does stops the job: every failure becomes a row with a status.
+Nothing an implementation does stops the job: every failure becomes a row with a status, a crash or
+a hang of the worker process that runs it included (`crashed`, harness.measure.supervise).
 
 Honest timing: the job registers on its device (`harness.measure.concurrency`) and each timed pass asks
 whether another job used the device during it; such rows get `concurrent=True`."""
@@ -12,16 +13,17 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
+import sys
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 import pandas as pd
+import psutil
 import torch
 
-import implementations
-
-from harness.config import Config, Shape, import_plugins, to_config
+from harness.config import Config, Shape, to_config
 from harness.table import jobfolder, schema
 from harness.table.jobfolder import COMPLETE, ENV_FILE, JOB_TABLE, ROWS_FILE, append_rows, write_atomic  # noqa: F401
 from harness.table.row import Row
@@ -32,10 +34,14 @@ from .check import tolerance
 from .concurrency import DeviceClaim
 from .devices import absent_reason, on_device, resolve
 from .env import environment
-from .fresh import warm_libraries
-from .machine import GpuProbe, survey, warn
-from .passes import CaseSettings, PassResult, error_text, run_case, torch_settings
+from .machine import survey, warn
+from .passes import CaseSettings, PassResult, torch_settings
 from .peak import peak_gflops
+from .supervise import Supervisor
+from .worker import InProcess, WorkerSpec
+
+log = logging.getLogger(__name__)
+WORKER_LOG = "worker.log"  # the job's workers' stderr
 
 
 def shape_columns(s: Shape) -> dict:
@@ -73,19 +79,33 @@ def make_row(base: dict, s: Shape, pass_: str, r: PassResult, tol: float, peak: 
     return row
 
 
-def _job_level_problem(cfg: Config, device: torch.device) -> tuple[Optional[Status], str, Optional[Callable]]:
-    """(status, message, fn): a reason no case of this job can run, or (None, '', fn)."""
-    reason = absent_reason(device)
-    if reason:
-        return Status.skipped, reason, None
-    try:
-        fn = implementations.get(cfg.impl)
-    except Exception as exc:
-        return Status.error, error_text(exc), None
-    reason = implementations.unsupported_reason(fn, device, cfg.dtype.torch)
-    if reason:
-        return Status.unsupported, reason, None
-    return None, "", fn
+def _registered_module(impl: str) -> Optional[str]:
+    """The module that registered `impl` in this process, when it is not a built-in (a test or a
+    library user imported it before calling run_job): the worker imports it too. Nothing is imported
+    here: only what is already loaded is looked at."""
+    fn = sys.modules["implementations.registry"]._registry.get(impl) if "implementations.registry" in sys.modules else None
+    module = getattr(fn, "__module__", "") or ""
+    return module if module and not module.startswith("implementations") and module in sys.modules else None
+
+
+def worker_spec(cfg: Config, device: torch.device, settings: CaseSettings, claim: Optional[DeviceClaim],
+                warm: bool) -> WorkerSpec:
+    """What the job's worker needs, plain data: plug-in modules by name, never their objects."""
+    modules = tuple(cfg.plugins) + tuple(m for m in [_registered_module(cfg.impl)] if m and m not in cfg.plugins)
+    return WorkerSpec(impl=cfg.impl, modules=modules, device=str(device), settings=settings,
+                      cudnn_benchmark=cfg.cudnn_benchmark, allow_tf32=cfg.allow_tf32,
+                      claim=(str(claim.folder), str(claim.me), claim.allow) if claim else None,
+                      probe=device.type == "cuda", warm=warm, memory_limit=memory_limit(cfg, device),
+                      sys_path=tuple(sys.path))
+
+
+def memory_limit(cfg: Config, device: torch.device) -> Optional[int]:
+    """Bytes the worker may map beyond its start-up (RLIMIT_AS): worker_memory_gb, by default the
+    machine's RAM on a CPU job; none with CUDA, whose driver maps far more address space than memory."""
+    gb = cfg.worker_memory_gb
+    if gb is None:
+        return psutil.virtual_memory().total if device.type == "cpu" else None
+    return int(gb * 2 ** 30) or None
 
 
 def _progress(total: int, enabled: bool):
@@ -98,50 +118,66 @@ def _progress(total: int, enabled: bool):
 
 
 def run_job(cfg: Config, out_dir: os.PathLike, *, sweep: str = "", job: int = 0, progress: bool = True,
-            sweep_dir: Optional[os.PathLike] = None) -> pd.DataFrame:
+            sweep_dir: Optional[os.PathLike] = None, isolate: bool = True) -> pd.DataFrame:
     """Run every case of `cfg.suite` for `cfg.impl` and write the job folder; return its rows.
 
-    `sweep_dir` is where jobs that may share a device register (default: the job's own folder, i.e.
-    nobody else). With `cfg.resume`, a job already complete with this config is returned as it is,
-    and an unfinished one runs only the cases it lacks."""
+    The plug-ins are imported and the implementation is called in a worker process (harness.measure.
+    supervise), never in this one; `isolate=False` runs them here instead (a debugger, tests that patch
+    the harness). `sweep_dir` is where jobs that may share a device register (default: the job's own
+    folder, i.e. nobody else). With `cfg.resume`, a job already complete with this config is returned
+    as it is, and an unfinished one runs only the cases it lacks."""
     cfg = to_config(cfg)
     if not cfg.suite.shapes:  # measure/ cannot run models: the entry point captures them first
         raise ValueError(f"suite {cfg.suite.name!r} has no shapes yet: capture them from suite.model="
                          f"{cfg.suite.model} with harness.capture.expand_suite(cfg) before run_job")
     out = Path(out_dir)
-    passes = [p.name for p in cfg.passes]
-    table, kept = jobfolder.start(out, jobfolder.fingerprint(cfg), cfg.resume, passes)
+    table, kept = jobfolder.start(out, jobfolder.fingerprint(cfg), cfg.resume, [p.name for p in cfg.passes])
     if table is not None:
         return table
-    import_plugins(cfg.plugins)
-
     device = resolve(cfg.device)
     dtype = cfg.dtype.torch
     shapes = scale_batch(cfg.suite.shapes, cfg.batch)
     threads = cfg.threads or torch.get_num_threads()
-    status, message, fn = _job_level_problem(cfg, device)
-    measuring = status is None and any((s.layer, label(s)) not in kept for s in shapes)
-    env = environment(device, threads)
-    if measuring:  # is this machine fit to time? recorded with every row, warned about once
-        machine = survey()
-        warn(machine, job)
-        env.update(machine.columns())
-    (out / ENV_FILE).write_text(json.dumps(env, indent=2))
-    base = dict(env, sweep=sweep, job=job, impl=cfg.impl, suite=cfg.suite.name, model=cfg.suite.model or "",
-                device=str(device), dtype=cfg.dtype.name)
-    tol = tolerance(dtype)
+    missing = [s for s in shapes if (s.layer, label(s)) not in kept]
+    status, message = (Status.skipped, absent_reason(device)) if absent_reason(device) else (None, "")
     settings = CaseSettings.from_config(cfg, threads)
-    # only a job that times something claims the device
-    claim = DeviceClaim(sweep_dir or out, device, allow=cfg.allow_concurrent) if measuring else None
+    # constructed (not entered) first: the worker must know the job's own entry to ignore it
+    claim = DeviceClaim(sweep_dir or out, device, allow=cfg.allow_concurrent)
+    runner = (Supervisor(worker_spec(cfg, device, settings, claim, warm=True), out / WORKER_LOG) if isolate
+              else InProcess(worker_spec(cfg, device, settings, claim, warm=True)))
+    with runner:
+        if status is None and missing:
+            status, message = runner.start()  # the worker: plug-ins, the implementation, library loading
+        measuring = status is None and bool(missing)
+        env = environment(device, threads)
+        if measuring:  # is this machine fit to time? (the worker is idle now) recorded with every row, warned about once
+            machine = survey()
+            warn(machine, job)
+            env.update(machine.columns())
+        (out / ENV_FILE).write_text(json.dumps(env, indent=2))
+        base = dict(env, sweep=sweep, job=job, impl=cfg.impl, suite=cfg.suite.name, model=cfg.suite.model or "",
+                    device=str(device), dtype=cfg.dtype.name)
+        all_rows = _measure(cfg, shapes, kept, runner, status, message, base, device, threads,
+                            claim if measuring else None, out, job, progress)
+    df = schema.frame(all_rows)
+    write_atomic(df, out / JOB_TABLE)
+    (out / COMPLETE).write_text(json.dumps({"rows": len(df), "job": job, "kept": sum(map(len, kept.values()))}) + "\n")
+    return df
+
+
+def _measure(cfg: Config, shapes: list, kept: dict, runner, status: Optional[Status], message: str, base: dict,
+             device: torch.device, threads: int, claim: Optional[DeviceClaim], out: Path, job: int,
+             progress: bool) -> list[dict]:
+    """Every case's rows, appended to rows.jsonl as each case ends (kept ones from a resumed run as they are)."""
+    dtype, passes, tol = cfg.dtype.torch, [p.name for p in cfg.passes], tolerance(cfg.dtype.torch)
+    measuring = claim is not None
     all_rows: list[dict] = []
-    # on_device: cuda:N is the current device for the whole job (contexts, syncs, the peak matmul);
-    # the peak matmul runs under the job's TF32 and thread settings, like the cases it is compared with
+    warned = False
+    # on_device: cuda:N is the current device for the job process too (the peak matmul); the peak
+    # matmul runs under the job's TF32 and thread settings, like the cases it is compared with
     with on_device(device), torch_settings(cfg.cudnn_benchmark, cfg.allow_tf32, threads), \
             claim or contextlib.nullcontext(), _progress(len(shapes), progress) as bar:
         peak = peak_gflops(str(device), dtype, threads, allow_tf32=cfg.allow_tf32) if measuring else float("nan")
-        probe = GpuProbe(device) if measuring and device.type == "cuda" else None
-        if measuring:
-            warm_libraries(device, dtype)  # library loading, once, outside every case's budget
         task = bar.add_task(f"job {job} {cfg.impl}", total=len(shapes), completed=len(kept))
         for s in shapes:
             if (s.layer, label(s)) in kept:
@@ -151,12 +187,15 @@ def run_job(cfg: Config, out_dir: os.PathLike, *, sweep: str = "", job: int = 0,
             if status is not None:
                 results = {p: PassResult(status=status, message=message) for p in passes}
             else:
-                results = run_case(fn, s, settings, device, claim, probe)
+                results = runner.run(s)
+            if not warned and any(r.concurrent for r in results.values()) and not cfg.allow_concurrent:
+                warned = True
+                log.warning("another timing job is running on %s at the same time: both measure a shared device, "
+                            "so their timings are distorted. Rows are marked concurrent=True. Run jobs one at a "
+                            "time (the default launcher, or hydra.sweeper.max_batch_size=1), or set "
+                            "allow_concurrent=true to accept this.", device)
             rows = [make_row(base, s, p, r, tol, peak).as_dict() for p, r in results.items()]
             append_rows(out / ROWS_FILE, rows)
             all_rows.extend(rows)
             bar.advance(task)
-    df = schema.frame(all_rows)
-    write_atomic(df, out / JOB_TABLE)
-    (out / COMPLETE).write_text(json.dumps({"rows": len(df), "job": job, "kept": sum(map(len, kept.values()))}) + "\n")
-    return df
+    return all_rows

@@ -107,6 +107,12 @@ class Where:
     claim: Optional[DeviceClaim] = None
     probe: Optional[GpuProbe] = None
     budget: Optional[Budget] = None
+    watch: Optional[Callable] = None  # watch(phase, seconds): tells a supervising process how long the
+    phase: str = ""                   # phase may still take (harness.measure.supervise)
+
+    def tell(self, seconds: Optional[float]) -> None:
+        if self.watch is not None:
+            self.watch(self.phase, seconds)
 
     def left(self, share: float, reserve_s: float = 0.0) -> Optional[float]:
         """`share` of the budget left once `reserve_s` (calls still to come) is set aside."""
@@ -136,7 +142,10 @@ def measure_memory(call: Callable[[], Any], where: Where, call_s: float) -> tupl
     if where.device.type != "cpu" or where.budget is None:
         return memory.measure(call, where.device)
     with where.budget.overhead(call_s, PROFILER_SLOWDOWN):
-        return memory.measure(call, where.device)
+        where.tell(where.budget() + PROFILER_SLOWDOWN * call_s)
+        result = memory.measure(call, where.device)
+    where.tell(where.budget())
+    return result
 
 
 def time_pass(call: Callable[[], Any], settings: CaseSettings, where: Where, r: PassResult,
@@ -280,23 +289,35 @@ def _fail_rest(res: dict[str, PassResult], current: str, exc: BaseException) -> 
             r.fail(status, f"{current} pass failed first: {text}")
 
 
+def _unwatched(phase: str, seconds: Optional[float], done: Optional[dict] = None) -> None:
+    pass
+
+
 def run_case(fn: Callable, s: Shape, settings: CaseSettings, device: torch.device,
-             claim: Optional[DeviceClaim] = None, probe: Optional[GpuProbe] = None) -> dict[str, PassResult]:
+             claim: Optional[DeviceClaim] = None, probe: Optional[GpuProbe] = None,
+             watch: Optional[Callable] = None) -> dict[str, PassResult]:
     """Every pass of one case, each under its own budget; failures become statuses. The inputs and
-    the float64 reference are made before the budget starts: it pays for the implementation only."""
+    the float64 reference are made before the budget starts: it pays for the implementation only.
+    `watch(phase, seconds, done)` hears each phase start ('reference': no budget, then each pass with
+    its budget; `done`: the passes already final), so a supervisor can tell a hang from work."""
+    watch = watch or _unwatched
     res = {p: PassResult() for p in settings.passes}
     fwd = res.get("forward") or PassResult()
     current = "forward"
     try:
+        watch("reference", None)
         case = make_case(s, device, settings.dtype, settings.seed)
         refs = reference(case)
+        watch("forward", settings.budget_s)
         with deadline(settings.budget_s) as budget:
-            graph = forward_pass(fn, case, refs, settings, Where(device, claim, probe, budget), fwd,
+            graph = forward_pass(fn, case, refs, settings, Where(device, claim, probe, budget, watch, "forward"), fwd,
                                  time_it="forward" in res)
         if "backward" in res:
             current = "backward"
+            watch("backward", settings.budget_s, {k: r for k, r in res.items() if r.done and k != "backward"})
             with deadline(settings.budget_s) as budget:
-                backward_pass(fn, graph, settings, Where(device, claim, probe, budget), res["backward"])
+                backward_pass(fn, graph, settings, Where(device, claim, probe, budget, watch, "backward"),
+                              res["backward"])
     except (CaseTimeout, Exception) as exc:
         _fail_rest(res, current, exc)
     return res

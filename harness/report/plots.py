@@ -22,7 +22,7 @@ from .analysis import REFERENCE
 
 sns.set_theme(style="whitegrid", context="notebook", font_scale=0.9)
 
-STATUS_MARK = {"incorrect": "✗ wrong", "error": "error", "timeout": "timeout",
+STATUS_MARK = {"incorrect": "✗ wrong", "error": "error", "crashed": "crashed", "timeout": "timeout",
                "unsupported": "n/a", "skipped": "skipped"}
 
 
@@ -287,7 +287,7 @@ def correctness(df: pd.DataFrame):
                 if st is None or pd.isna(st):
                     continue
                 if st in STATUS_MARK:
-                    fail = st in ("incorrect", "error", "timeout")
+                    fail = st in ("incorrect", "error", "crashed", "timeout")
                     ax.text(j, i, STATUS_MARK[st], ha="center", va="center", fontsize=7,
                             color="#900" if fail else "0.45", fontweight="bold" if fail else "normal")
         ax.set_xticks(range(len(pal)), list(pal), rotation=30, ha="right")

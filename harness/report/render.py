@@ -118,7 +118,7 @@ td:last-child { white-space: normal; min-width: 16em; }
 .scroll { overflow-x: auto; }
 th { background: #f4f4f4; position: sticky; top: 0; }
 td:nth-child(n+2) { font-variant-numeric: tabular-nums; }
-tr.incorrect td, tr.error td, tr.timeout td { background: #fde8e8; }
+tr.incorrect td, tr.error td, tr.crashed td, tr.timeout td { background: #fde8e8; }
 tr.unsupported td, tr.skipped td { color: #888; }
 dl.env { display: grid; grid-template-columns: max-content 1fr; gap: 0.2em 1em; }
 dl.env dt { font-weight: 600; } dl.env dd { margin: 0; }

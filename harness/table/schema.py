@@ -23,6 +23,7 @@ class Status(str, Enum):
     ok = "ok"                    # ran, and every checked tensor is within tolerance
     incorrect = "incorrect"      # ran, and something is wrong (values, shape, dtype, device, NaN)
     error = "error"              # raised
+    crashed = "crashed"          # the worker process died or hung in it (harness.measure.supervise)
     timeout = "timeout"          # ran past budget_s
     unsupported = "unsupported"  # the implementation declares it does not handle this case
     skipped = "skipped"          # the device is not present
@@ -32,7 +33,7 @@ class Status(str, Enum):
 
 
 STATUSES = tuple(s.value for s in Status)
-FAILURES = (Status.incorrect.value, Status.error.value, Status.timeout.value)  # ran and went wrong
+FAILURES = (Status.incorrect.value, Status.error.value, Status.crashed.value, Status.timeout.value)  # ran and went wrong
 NOT_RUN = (Status.unsupported.value, Status.skipped.value)  # deliberately not run: not a failure
 PASSES = ("forward", "backward")
 # One row of a sweep; across sweeps (a merge of several machines) also sweep, host and device model.
@@ -67,8 +68,8 @@ COLUMNS: dict[str, tuple[str, str]] = {
     "dtype": ("string", "float32, float64, float16 or bfloat16"),
     "pass": ("string", "forward, or backward (input, weight and bias gradients from a saved graph)"),
     # outcome
-    "status": ("string", "ok, incorrect, error, timeout, unsupported or skipped"),
-    "message": ("string", "why the row is not ok (exception, error figures, budget), else empty"),
+    "status": ("string", "ok, incorrect, error, crashed, timeout, unsupported or skipped"),
+    "message": ("string", "why the row is not ok (exception, error figures, budget, how the worker crashed), or what the implementation changed in torch's global state; else empty"),
     "correct": ("boolean", "every checked tensor within tolerance of the float64 reference"),
     "max_abs_err": ("float64", "largest absolute difference from the float64 F.conv2d reference"),
     "rel_err": ("float64", "worst relative error ||out - ref|| / ||ref|| over the pass's tensors"),
