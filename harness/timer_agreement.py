@@ -9,9 +9,16 @@ hits every side alike; each difference is the median of the per-round ratios), t
      averages blocks of 10 ms and more, and on a busy machine nearly every such block holds a
      preemption: its median then reads up to 2x slower, a difference of method, not of clocks);
   3. an independent clock written here, sharing no code with the harness: a plain
-     `time.perf_counter_ns` loop around the same calls on the CPU, CUDA events on a GPU; for cold
-     timings the same cache-sized buffer is rewritten before each call, outside the clock
-     (tolerance 5%, warm and cold).
+     `time.perf_counter_ns` loop around the same calls on the CPU, CUDA events on a GPU (tolerance
+     5%, warm and cold). Its cold calls find their data out of cache by another method than the
+     harness's: on the CPU each call runs on the next of many copies of the operands, rotating
+     through more than twice the last-level cache (AMD Composable Kernel's RotatingMemWrapper), and
+     the last outputs are kept alive as long, so each new output reuses memory untouched for a whole
+     rotation; on a GPU the L2-sized buffer is rewritten before each call. Agreement says the harness's
+     eviction of the case's own lines is as cold as flushing everything.
+
+Both run after `steady_heap()` (harness.measure.allocator), as the harness's jobs do; `res_1x1_wide`
+(a 25 MiB output) is the shape whose time depended on the allocator's history before that.
 
 Everything runs under the harness's own job settings (`torch_settings`: TF32 off, the thread count,
 cuDNN autotuning), so cuDNN is checked at full float32 precision on Ampere and newer GPUs too.
@@ -19,6 +26,7 @@ Exit status 1 when any comparison is outside its tolerance."""
 from __future__ import annotations
 
 import argparse
+import collections
 import math
 import statistics
 import sys
@@ -30,6 +38,7 @@ from torch.utils.benchmark import Timer
 import implementations
 from harness.config import Cache, Shape, Timing
 from harness.measure.cases import make_case
+from harness.measure.allocator import steady_heap
 from harness.measure.flush import FACTOR, cache_bytes
 from harness.measure.passes import CaseSettings, run_case, torch_settings
 from harness.measure.timing import BLOCK_S
@@ -38,31 +47,52 @@ SHAPES = [
     Shape(layer="res_3x3", n=8, c_in=64, h=28, w=28, c_out=64, kernel=3, padding=1),
     Shape(layer="res_1x1", n=8, c_in=256, h=14, w=14, c_out=64, kernel=1),
     Shape(layer="small", n=2, c_in=16, h=32, w=32, c_out=16, kernel=3, padding=1),
+    Shape(layer="res_1x1_wide", n=8, c_in=64, h=56, w=56, c_out=256, kernel=1),
 ]
+ROTATE_FACTOR = 2    # the copies of a cold rotation span this many times the last-level cache
+MAX_COPIES = 4096
 
 
-def independent(call, device: torch.device, cold: bool, min_run_time: float) -> float:
+def independent(call, device: torch.device, cold: bool, min_run_time: float, operands=None) -> float:
     """Median seconds per call from a clock of its own: perf_counter_ns (CPU) or CUDA events (GPU);
-    one call per sample, at least 10 samples and min_run_time seconds."""
-    flush_buf = torch.zeros(FACTOR * cache_bytes(device) // 4, dtype=torch.int32, device=device) if cold else None
+    one call per sample, at least 10 samples and min_run_time seconds. Cold on the CPU: `call(*copy)`
+    on rotating copies of `operands`; cold on CUDA: the L2-sized buffer rewritten before each call."""
+    llc = cache_bytes(device)
     cuda = device.type == "cuda"
+    flush_buf = torch.zeros(FACTOR * llc // 4, dtype=torch.int32, device=device) if cold and cuda else None
+    copies = _rotation(call, operands, llc) if cold and not cuda else None
+    outputs: collections.deque = collections.deque(maxlen=len(copies) if copies else 1)
     times: list[float] = []
     start_wall = time.perf_counter()
+    i = 0
     while len(times) < 10 or time.perf_counter() - start_wall < min_run_time:
+        args = copies[i % len(copies)] if copies else ()
+        i += 1
         if flush_buf is not None:
             flush_buf.add_(1)
         if cuda:
             a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             a.record()
-            call()
+            call(*args)
             b.record()
             torch.cuda.synchronize(device)
             times.append(a.elapsed_time(b) / 1e3)
         else:
             t0 = time.perf_counter_ns()
-            call()
+            out = call(*args)
             times.append((time.perf_counter_ns() - t0) / 1e9)
+            if copies:
+                outputs.append(out)  # the oldest output is freed only a whole rotation later
+            del out
     return statistics.median(times)
+
+
+def _rotation(call, operands, llc: int) -> list[tuple]:
+    """Copies of the operands whose bytes, with an output each, span ROTATE_FACTOR x the LLC."""
+    out = call(*operands)
+    per_copy = sum(t.numel() * t.element_size() for t in (*operands, out) if t is not None)
+    n = min(MAX_COPIES, max(2, math.ceil(ROTATE_FACTOR * llc / per_copy)))
+    return [tuple(t.clone() if t is not None else None for t in operands) for _ in range(n)]
 
 
 def timer_blocks(timer: Timer, min_run_time: float) -> float:
@@ -89,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
 
     threads = args.threads or torch.get_num_threads()
     device = torch.device(args.device)
+    steady_heap()
     with torch_settings(cudnn_benchmark=True, allow_tf32=False, threads=threads):
         if device.type == "cuda":
             with torch.cuda.device(device):
@@ -109,7 +140,7 @@ def _compare(args, device: torch.device, threads: int) -> int:
         case = make_case(shape, device, torch.float32, seed=0)
         x, w, b = (t.detach() for t in (case.x, case.weight, case.bias))
 
-        def call():
+        def call(x=x, w=w, b=b):
             return fn(x, w, b, **case.kwargs)
 
         bare = Timer("call()", globals=dict(call=call), num_threads=threads)
@@ -122,7 +153,7 @@ def _compare(args, device: torch.device, threads: int) -> int:
                 return 1
             got["warm"].append(res.timing.median)
             got["cold"].append(res.cold.median)
-            got["own_cold"].append(independent(call, device, True, args.min_run_time))  # next to the harness's cold
+            got["own_cold"].append(independent(call, device, True, args.min_run_time, (x, w, b)))  # next to the harness's cold
             got["own_warm"].append(independent(call, device, False, args.min_run_time))
             got["timer"].append(timer_blocks(bare, args.min_run_time))
         m = {k: statistics.median(v) for k, v in got.items()}

@@ -12,10 +12,10 @@ line back and drops it from every cache level, at ~15 GB/s here. So a cold sampl
   - the previous cold call's result, before it is freed, so the allocator hands the next call memory
     that is out of cache too (`Evictor.keep`),
 
-then overwrites a buffer twice the core's private (L2) cache, which moves whatever else is hot, such as
-state a C++ extension keeps, out of L1/L2. The cost per sample is proportional to the case's own bytes
-(plus the private caches), never to the LLC. Not evicted: the interpreter's and torch's dispatch data,
-page tables and TLBs: what every layer of a real network shares stays hot there too.
+The cost per sample is proportional to the case's own bytes, never to the LLC. Not evicted: state only
+C++ holds (an extension's workspace), the interpreter's and torch's dispatch data, page tables and
+TLBs: what every layer of a real network shares stays hot there too. (`make bench-timer` checks this
+against an independent cold method, copies of the operands rotating through 2 x the LLC.)
 
 Where `clflushopt`/`clflush` cannot run (another architecture, or a system forbidding executable
 memory) `line_flusher()` is None and the cold sample falls back to the full buffer flush."""

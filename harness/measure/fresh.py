@@ -16,6 +16,8 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from .allocator import steady_heap
+
 
 def reset(fn: Callable, device: torch.device) -> list[str]:
     """Clear what can be cleared; return what was, by name."""
@@ -36,7 +38,10 @@ def reset(fn: Callable, device: torch.device) -> list[str]:
 
 def warm_libraries(device: torch.device, dtype: torch.dtype) -> None:
     """Load what every implementation shares (BLAS, the FFT back-end, cuDNN/cuBLAS handles) on a tiny
-    problem, once per job and outside every budget, so no case pays for library loading."""
+    problem, once per job and outside every budget, so no case pays for library loading; and put the
+    C allocator in its steady state (harness.measure.allocator), so no timing depends on what the
+    process allocated before."""
+    steady_heap()
     try:
         x = torch.randn(1, 2, 8, 8, device=device).to(dtype).requires_grad_()
         w = torch.randn(2, 2, 3, 3, device=device).to(dtype).requires_grad_()
