@@ -136,8 +136,8 @@ def _fake_sysfs(root, llc: str):
                                          ("1153433K", 1153433 * 2 ** 10)])
 def test_cold_cost_per_sample_does_not_grow_with_the_last_level_cache(tmp_path, monkeypatch, llc, nbytes):
     """Simulated CPUs (32 MiB, 300 MiB, 1.1 GiB of L3, read from a fake sysfs as the real one is): the
-    buffer flush would grow with the LLC; the eviction a CPU cold sample does is the case's bytes and
-    twice the private L2, whatever the LLC."""
+    buffer flush would grow with the LLC; the eviction a CPU cold sample does is the case's own bytes,
+    whatever the LLC."""
     from harness.measure import evict, flush
     monkeypatch.setenv(flush.SYSFS_ENV, str(_fake_sysfs(tmp_path, llc)))
     assert flush.cpu_llc_bytes() == nbytes and flush.Flusher.__init__  # the LLC as the machine reports it
@@ -146,7 +146,7 @@ def test_cold_cost_per_sample_does_not_grow_with_the_last_level_cache(tmp_path, 
     x = torch.ones(1000)
     prep = flush.cold_prepare(CPU, [x], None)
     assert isinstance(prep, evict.Evictor)
-    assert prep.nbytes <= 4000 + evict.LINE + 2 * 2048 * 2 ** 10
+    assert 4000 <= prep.nbytes <= 4000 + evict.LINE
 
 
 def test_without_line_eviction_cold_falls_back_to_the_buffer_flush(tmp_path, monkeypatch):
@@ -180,8 +180,6 @@ def test_cache_sizes_parse(tmp_path):
     _fake_sysfs(tmp_path, "32768K")
     assert cpu_llc_bytes(tmp_path) == 32 * 2 ** 20
     assert _parse_size("1.5 MiB") == int(1.5 * 2 ** 20)
-    from harness.measure.evict import private_cache_bytes
-    assert private_cache_bytes(tmp_path) == 2048 * 2 ** 10
 
 
 # ------------------------------------------------------------------------------------------ first call

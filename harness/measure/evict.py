@@ -133,42 +133,20 @@ def kept_tensors(fn: Callable, depth: int = 3) -> list[torch.Tensor]:
     return [t for root in roots for t in _tensors_in(root, depth, seen)]
 
 
-def private_cache_bytes(sysfs: Path) -> int:
-    """The largest cache of cpu0 that only cpu0 uses (its L2, usually), default 2 MiB."""
-    sizes = []
-    for index in sysfs.glob("index*"):
-        try:
-            shared = (index / "shared_cpu_list").read_text().strip()
-            size = (index / "size").read_text()
-        except OSError:
-            continue
-        if shared in ("0", ""):
-            from .flush import parse_size
-            sizes.append(parse_size(size) or 0)
-    return max(sizes, default=0) or 2 * 2 ** 20
-
-
-@functools.lru_cache(maxsize=4)
-def _scrub_buffer(n: int) -> torch.Tensor:
-    return torch.zeros(n, dtype=torch.int32)
-
-
 class Evictor:
-    """Before each cold sample: evict the given tensors' lines and what `keep` was handed last, then
-    scrub the private caches. Holds the tensors, so their memory stays mapped while it is flushed."""
+    """Before each cold sample: evict the given tensors' lines and what `keep` was handed last. Holds
+    the tensors, so their memory stays mapped while it is flushed."""
 
-    def __init__(self, tensors: Iterable[torch.Tensor], flush_lines: Callable[[int, int], None],
-                 scrub_bytes: int) -> None:
+    def __init__(self, tensors: Iterable[torch.Tensor], flush_lines: Callable[[int, int], None]) -> None:
         self.tensors = [t for t in tensors if isinstance(t, torch.Tensor)]
         self.spans = spans(self.tensors)
         self.flush_lines = flush_lines
-        self.scrub = _scrub_buffer(max(scrub_bytes // 4, 1))
         self.last: list = []
 
     @property
     def nbytes(self) -> int:
         """Bytes evicted per sample, besides the last result (what the cost is proportional to)."""
-        return sum(hi - lo for lo, hi in self.spans) + self.scrub.numel() * 4
+        return sum(hi - lo for lo, hi in self.spans)
 
     def keep(self, result) -> None:
         """The call's result, evicted and dropped before the next call."""
@@ -179,7 +157,6 @@ class Evictor:
         for lo, hi in self.spans + spans(_flat(last)):
             self.flush_lines(lo, hi)
         del last  # freed now: the next call's output most likely reuses this (evicted) memory
-        self.scrub.add_(1)
 
 
 def _flat(obj) -> list:

@@ -94,9 +94,9 @@ def cold_prepare(device: torch.device, operands: Iterable[torch.Tensor], fn: Opt
     keeps (harness.measure.evict.kept_tensors) and of the last result, when lines can be evicted
     one by one; otherwise (CUDA, or no clflush) the buffer `Flusher`. Both have `keep(result)`."""
     if device.type == "cpu":
-        from .evict import Evictor, kept_tensors, line_flusher, private_cache_bytes
+        from .evict import Evictor, kept_tensors, line_flusher
         flush_lines = line_flusher()
         if flush_lines is not None:
             kept = kept_tensors(fn) if fn is not None else []
-            return Evictor([*operands, *kept], flush_lines, FACTOR * private_cache_bytes(cpu_cache_sysfs()))
+            return Evictor([*operands, *kept], flush_lines)
     return Flusher(device)
