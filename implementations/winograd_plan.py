@@ -29,7 +29,7 @@ import torch
 
 WISDOM_ENV = "CONVBENCH_WINOGRAD_WISDOM"
 WISDOM_VERSION = 1
-ROUNDS = 3        # timing rounds per problem: every candidate in the first FULL_ROUNDS, the close ones after
+ROUNDS = 4        # timing rounds per problem: every candidate in the first FULL_ROUNDS, the close ones after
 FULL_ROUNDS = 2   # so one slow spell of a shared machine cannot drop the best candidate unseen
 KEEP_WITHIN = 1.25  # candidates slower than this times the best after a round are not timed again
 
