@@ -23,6 +23,10 @@ ALLOWED = {
     "measure": {"config", "table"},
     "report": {"table"},
     "config": set(),
+    "configs": set(),
+    # the public facade (`import convbench`, harness/public/): the conformance suite uses the measuring
+    # stage's checks; no other stage imports it (test_nothing_in_harness_imports_the_facade)
+    "public": {"measure"},
 }
 
 
@@ -69,6 +73,17 @@ def test_imports_run_one_way(path, module):
             continue
         assert target in ALLOWED[stage], (f"{module} imports {imported}: the {stage} stage may import only "
                                           f"{sorted(ALLOWED[stage]) or 'nothing else of harness'}")
+
+
+def test_nothing_in_harness_imports_the_facade():
+    """`convbench` (harness/public/) sits on top: the harness and the implementations never import it."""
+    for path in [*HARNESS.rglob("*.py"), *(HARNESS.parent / "implementations").rglob("*.py")]:
+        if "public" in path.relative_to(HARNESS.parent).parts:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else [])
+            assert not any(n == "convbench" or n.startswith(("convbench.", "harness.public")) for n in names), path
 
 
 def test_the_direction_test_catches_a_wrong_import(tmp_path):

@@ -135,9 +135,10 @@ def batch(fn, case: Case, dtype: torch.dtype, device: str, seed: int = 0) -> Non
                                    msg=lambda m: f"image {i} of the batch differs from the image alone: {m}")
 
 
-def gradcheck(fn, case: Case, dtype: torch.dtype, device: str, seed: int = 0, nondet_tol: float = 0.0) -> None:
+def gradcheck(fn, case: Case, dtype: torch.dtype, device: str, seed: int = 0, nondet_tol: float = 1e-12) -> None:
     """Finite differences in float64 against the implementation's own backward (`dtype` is float64).
-    `nondet_tol`: how far two backward calls may differ (0: bitwise reproducible)."""
+    `nondet_tol`: how far two backward calls may differ (PyTorch OpInfo's GRADCHECK_NONDET_TOL; bitwise
+    reproducibility is the `deterministic` check's)."""
     x, w, b = make_tensors(case, torch.float64, device, seed)
     inputs = (x, w, b) if b is not None else (x, w)
 
