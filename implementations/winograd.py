@@ -330,17 +330,43 @@ def _grad_weight(go, x, weight_shape, padding, groups, algo: Algorithm, chunk: O
 
 
 # ----- the nchw layout: space-to-depth planes, no layout copies -------------------------------------
+# The transform matrices themselves (the chains above are their add/sub forms), for the nchw layout's
+# GEMMs: there every transform is a product of a small matrix with a (rows x L) matrix of planes.
+_BT = {2: ((1, 0, -1, 0), (0, 1, 1, 0), (0, -1, 1, 0), (0, 1, 0, -1)),
+       4: ((4, 0, -5, 0, 1, 0), (0, -4, -4, 1, 1, 0), (0, 4, -4, -1, 1, 0), (0, -2, -1, 2, 1, 0),
+           (0, 2, -1, -2, 1, 0), (0, 4, 0, -5, 0, 1))}
+_AT = {2: ((1, 1, 1, 0), (0, 1, -1, -1)),
+       4: ((1, 1, 1, 1, 1, 0), (0, 1, -1, 2, -2, 0), (0, 1, 1, 4, 4, 0), (0, 1, -1, 8, -8, 1))}
+
+
+@lru_cache(maxsize=None)
+def _flat_matrices(m: int, dtype: torch.dtype, device: torch.device):
+    """(B^T's first m columns, its last alpha - m, A^T, A) in dtype on device."""
+    bt, at = torch.tensor(_BT[m], dtype=torch.float64), torch.tensor(_AT[m], dtype=torch.float64)
+    return tuple(t.to(dtype=dtype, device=device).contiguous() for t in (bt[:, :m], bt[:, m:], at, at.t()))
+
+
+@lru_cache(maxsize=None)
+def _gg_wh(algo: Algorithm, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """G (x) G with the points in the nchw layout's order, p = b' * alpha + a' (column transform's
+    index first): row p holds G[a', kh] G[b', kw]."""
+    a = algo.alpha
+    return _gg(algo, torch.float64, torch.device("cpu")).view(a, a, 9).transpose(0, 1).reshape(a * a, 9).to(
+        dtype=dtype, device=device)
+
 
 class _Flat:
     """Geometry of the `nchw` layout. A chunk of nb images is cut into m x m residue planes,
     buf[rh, rw, c, n, i, j] = padded x[n, c, m*i + rh, m*j + rw] for i <= th, j <= tw (one row and
-    column of tiles more than the output needs: the halo that tiles share). Element (a, b) of tile
-    (i, j) is then plane (a % m, b % m) at the flat position q + (a // m) * (tw + 1) + (b // m), with
-    q = ((c * nb + n) * (th + 1) + i) * (tw + 1) + j: every add/sub of the transforms runs over one
-    long contiguous stretch of C * nb * (th + 1) * (tw + 1) elements, read straight from the NCHW
-    input by m^2 strided copies (no NCHW <-> NHWC transposes), and the output tiles go straight into
-    the NCHW output the same way. The price: the halo row and column are computed and discarded,
-    (th + 1)(tw + 1) / (th tw) of the work (1.15x at 56x56 with F(4x4), 2.25x at 7x7)."""
+    column of tiles more than the output needs: the halo that tiles share), read straight from the
+    (any-strided) NCHW input by m^2 strided copies. Element (a, b) of tile (i, j) is then plane
+    (a % m, b % m) at the flat position q + (a // m) * (tw + 1) + (b // m), with
+    q = ((c * nb + n) * (th + 1) + i) * (tw + 1) + j, so each 1-D transform is one batched GEMM of the
+    transform matrix with (planes x L) matrices whose rows are planes at those shifts
+    (L = C * nb * (th + 1) * (tw + 1)): B^T along the columns, then the rows; A^T likewise; and each
+    of the m^2 output residues is copied straight into the NCHW output's strided view. The price: the
+    halo row and column are computed and discarded, (th + 1)(tw + 1) / (th tw) of the work (1.15x at
+    56x56 with F(4x4), 2.25x at 7x7), and strided copies in and out instead of NCHW <-> NHWC ones."""
 
     def __init__(self, n, h, w, padding, algo: Algorithm):
         self.top, self.bottom, self.left, self.right = padding
@@ -349,6 +375,7 @@ class _Flat:
         m = algo.m
         self.th, self.tw = -(-self.ho // m), -(-self.wo // m)
         self.q = (self.th + 1) * (self.tw + 1)
+        self.shift = self.tw + 1  # one tile row down, in the flat index
 
     def _runs(self, r: int, pad: int, size: int, tiles: int):
         """Plane rows i (lo..hi) holding input rows m*i + r - pad, and the first such input row."""
@@ -357,9 +384,16 @@ class _Flat:
         hi = min(tiles, (size - 1 + pad - r) // m)
         return lo, hi, m * lo + r - pad
 
-    def fill(self, buf: torch.Tensor, x: torch.Tensor, a: int, b: int) -> None:
-        """buf (m, m, C, nb, th+1, tw+1), zero outside the input, from images a:b of x (any strides)."""
+    def input_store(self, x: torch.Tensor, c: int, nb: int) -> torch.Tensor:
+        """Zeroed storage for buf (m, m, C, nb, th+1, tw+1), with a tail the shifted reads of the
+        last planes run into (they only feed halo positions)."""
         m = self.algo.m
+        return x.new_zeros(m * m * c * nb * self.q + self.shift + 2)
+
+    def fill(self, store: torch.Tensor, x: torch.Tensor, a: int, b: int) -> None:
+        """Images a:b of x into the planes; the rest (padding, halo) stays zero."""
+        m, nb = self.algo.m, b - a
+        buf = store[:m * m * x.shape[1] * nb * self.q].view(m, m, x.shape[1], nb, self.th + 1, self.tw + 1)
         for rh in range(m):
             i0, i1, hs = self._runs(rh, self.top, self.h, self.th)
             if i1 < i0:
@@ -371,28 +405,29 @@ class _Flat:
                 buf[rh, rw, :, :, i0:i1 + 1, j0:j1 + 1].copy_(
                     x[a:b, :, hs:hs + m * (i1 - i0) + 1:m, ws:ws + m * (j1 - j0) + 1:m].transpose(0, 1))
 
-    def to_winograd(self, buf: torch.Tensor, r: torch.Tensor, v: torch.Tensor) -> None:
-        """B^T along the columns (shift 1 in the flat index per m), then along the rows (shift
-        tw + 1): v (alpha, alpha, L) from buf viewed (m, m, L); r (m, alpha, L - 1) is work space.
-        The last tw + 2 positions of v are only halo and are zeroed (never garbage: grad_weight
-        multiplies them by zeros)."""
+    def to_winograd(self, store: torch.Tensor, length: int, r: torch.Tensor, v: torch.Tensor) -> None:
+        """v (alpha_b, alpha_a, L) = B^T d B per position, from the planes in `store`; r
+        (m, alpha, L + shift) is work space. Two GEMMs per axis: the unshifted planes and the ones
+        shifted by a tile (only alpha - m of them)."""
         m, al = self.algo.m, self.algo.alpha
-        s = buf.view(m, m, -1)
-        length = s.shape[-1]
-        l1, shift = length - 1, self.tw + 1
-        l2 = l1 - shift
-        for rh in range(m):
-            self.algo.input([s[rh, k % m, k // m:k // m + l1] for k in range(al)], list(r[rh]))
-        self.algo.input([r[k % m, :, (k // m) * shift:(k // m) * shift + l2] for k in range(al)], list(v[:, :, :l2]))
-        v[:, :, l2:].zero_()
+        bt0, bt1, _, _ = _flat_matrices(m, v.dtype, v.device)
+        ext, sh = length + self.shift, self.shift
+        planes = store.as_strided((m, m, ext), (m * length, length, 1))
+        shifted = store.as_strided((m, al - m, ext), (m * length, length, 1), store.storage_offset() + 1)
+        torch.matmul(bt0, planes, out=r)                          # along the columns: (rh, b', q)
+        r.baddbmm_(bt1.expand(m, al, al - m), shifted)
+        rt = r.transpose(0, 1)                                    # (b', rh, q)
+        torch.matmul(bt0, rt[:, :, :length], out=v)               # along the rows: (b', a', q)
+        v.baddbmm_(bt1.expand(al, al, al - m), rt[:, :al - m, sh:sh + length])
 
     def from_winograd(self, mm: torch.Tensor, z: torch.Tensor, y: torch.Tensor, out: torch.Tensor,
-                      a: int, b: int, c_out: int, nb: int) -> None:
-        """A^T along the rows, then the columns (no shifts: output tiles do not overlap), then each
-        of the m^2 output residues straight into the NCHW output's strided view."""
-        m = self.algo.m
-        self.algo.output(list(mm), list(z))                      # z (m_r, alpha_b, L)
-        self.algo.output(list(z.transpose(0, 1)), list(y))       # y (m_s, m_r, L)
+                      a: int, b: int, c_out: int) -> None:
+        """mm (alpha_b, alpha_a, L') -> A^T along the rows, then the columns (no shifts: output tiles
+        do not overlap) -> y (m_s, m_r, L'), whose m^2 residues go straight into the NCHW output."""
+        m, nb = self.algo.m, b - a
+        _, _, at, _ = _flat_matrices(m, mm.dtype, mm.device)
+        torch.matmul(at, mm, out=z)                               # (b', r, q)
+        torch.matmul(at, z.view(z.shape[0], -1), out=y.view(m, -1))  # (s, r, q)
         y6 = y.view(m, m, c_out, nb, self.th + 1, self.tw + 1)
         for r in range(m):
             nr = -(-(self.ho - r) // m)
@@ -402,14 +437,14 @@ class _Flat:
                     out[a:b, :, r::m, s::m].copy_(y6[s, r, :, :, :nr, :ns].transpose(0, 1))
 
     def gather_output(self, gbuf: torch.Tensor, go: torch.Tensor, a: int, b: int) -> None:
-        """dY's residues into gbuf (m, m, C_out, nb, th+1, tw+1), zero elsewhere (for grad_weight)."""
+        """dY's residues into gbuf (m_s, m_r, C_out, nb, th+1, tw+1), zero elsewhere (grad_weight)."""
         m = self.algo.m
         for r in range(m):
             nr = -(-(self.ho - r) // m)
             for s in range(m):
                 ns = -(-(self.wo - s) // m)
                 if nr > 0 and ns > 0:
-                    gbuf[r, s, :, :, :nr, :ns].copy_(go[a:b, :, r::m, s::m].transpose(0, 1))
+                    gbuf[s, r, :, :, :nr, :ns].copy_(go[a:b, :, r::m, s::m].transpose(0, 1))
 
 
 def _flat_products(u, v, groups, out) -> None:
@@ -435,57 +470,57 @@ def _chunks(n: int, chunk: int):
 def _flat_conv(x, weight, bias, padding, groups, algo: Algorithm, chunk: int) -> torch.Tensor:
     """`_winograd_conv` in the nchw layout (`_Flat`): an NCHW output, no layout copies."""
     n, c_in, h, w = x.shape
-    c_out = weight.shape[0]
+    c_out, c_g = weight.shape[:2]
     geo = _Flat(n, h, w, padding, algo)
     out = x.new_empty(n, c_out, geo.ho, geo.wo)
     if n == 0:
         return out
     m, al = algo.m, algo.alpha
     pp = al * al
-    u = transform_weight(weight, algo)
+    u = (_gg_wh(algo, x.dtype, x.device) @ weight.reshape(c_out * c_g, 9).t()).view(pp, c_out, c_g)
     bufs = {}
     for a, b in _chunks(n, chunk):
         nb = b - a
+        length, nq = c_in * nb * geo.q, nb * geo.q
         if nb not in bufs:  # the last, smaller chunk gets its own (the halo must stay zero)
-            lq = nb * geo.q
-            bufs[nb] = (x.new_zeros(m, m, c_in, nb, geo.th + 1, geo.tw + 1), x.new_empty(m, al, c_in * lq - 1),
-                        x.new_empty(al, al, c_in * lq), x.new_empty(pp, c_out, lq),
-                        x.new_empty(m, al, c_out * lq), x.new_empty(m, m, c_out * lq))
-        buf, r, v, mm, z, y = bufs[nb]
-        geo.fill(buf, x, a, b)
-        geo.to_winograd(buf, r, v)
-        _flat_products(u, v.view(pp, c_in, nb * geo.q), groups, mm)
+            bufs[nb] = (geo.input_store(x, c_in, nb), x.new_empty(m, al, length + geo.shift),
+                        x.new_empty(al, al, length), x.new_empty(pp, c_out, nq),
+                        x.new_empty(al, m, c_out * nq), x.new_empty(m, m, c_out * nq))
+        store, r, v, mm, z, y = bufs[nb]
+        geo.fill(store, x, a, b)
+        geo.to_winograd(store, length, r, v)
+        _flat_products(u, v.view(pp, c_in, nq), groups, mm)
         if bias is not None:
             mm[BIAS_POINT * al + BIAS_POINT] += bias.view(c_out, 1)
-        geo.from_winograd(mm.view(al, al, -1), z, y, out, a, b, c_out, nb)
+        geo.from_winograd(mm.view(al, al, -1), z, y, out, a, b, c_out)
     return out
 
 
 def _flat_grad_weight(go, x, weight_shape, padding, groups, algo: Algorithm, chunk: int) -> torch.Tensor:
-    """`_grad_weight` in the nchw layout: dY's residues transformed by A (no shifts), the products
-    accumulated per point over the flat positions (halo positions of dY's planes are zero)."""
+    """`_grad_weight` in the nchw layout: dY's residues transformed by A (two GEMMs, no shifts), the
+    products accumulated per point over the flat positions (dY's planes are zero at the halo, so
+    the halo's values in the transformed input drop out)."""
     n, c_in, h, w = x.shape
     c_out, c_g = weight_shape[:2]
     geo = _Flat(n, h, w, padding, algo)
     m, al, g = algo.m, algo.alpha, groups
     pp = al * al
     du = x.new_zeros(pp, g, c_out // g, c_g)
+    _, _, _, a_mat = _flat_matrices(m, x.dtype, x.device)
     bufs = {}
     for a, b in _chunks(n, chunk):
         nb = b - a
+        length, nq = c_in * nb * geo.q, nb * geo.q
         if nb not in bufs:
-            lq = nb * geo.q
-            bufs[nb] = (x.new_zeros(m, m, c_in, nb, geo.th + 1, geo.tw + 1), x.new_empty(m, al, c_in * lq - 1),
-                        x.new_empty(al, al, c_in * lq), go.new_zeros(m, m, c_out * lq),
-                        go.new_empty(m, al, c_out * lq), go.new_empty(al, al, c_out * lq))
-        buf, r, v, gbuf, t1, gy = bufs[nb]
-        geo.fill(buf, x, a, b)
-        geo.to_winograd(buf, r, v)
+            bufs[nb] = (geo.input_store(x, c_in, nb), x.new_empty(m, al, length + geo.shift),
+                        x.new_empty(al, al, length), go.new_zeros(m, m, c_out * nq),
+                        go.new_empty(m, al, c_out * nq), go.new_empty(al, al, c_out * nq))
+        store, r, v, gbuf, t1, gy = bufs[nb]
+        geo.fill(store, x, a, b)
+        geo.to_winograd(store, length, r, v)
         geo.gather_output(gbuf.view(m, m, c_out, nb, geo.th + 1, geo.tw + 1), go, a, b)
-        for k in range(m):  # A along the columns (s), then the rows (r)
-            algo.output_adjoint(list(gbuf[k]), list(t1[k]))
-        algo.output_adjoint(list(t1), list(gy))
-        nq = nb * geo.q
+        torch.matmul(a_mat, gbuf, out=t1)                           # along the rows: (s, a', q)
+        torch.matmul(a_mat, t1.view(m, -1), out=gy.view(al, -1))    # along the columns: (b', a', q)
         gyv, vv = gy.view(pp, g, c_out // g, nq), v.view(pp, g, c_g, nq)
         if g == 1:
             du[:, 0].baddbmm_(gyv[:, 0], vv[:, 0].transpose(1, 2))
@@ -493,7 +528,7 @@ def _flat_grad_weight(go, x, weight_shape, padding, groups, algo: Algorithm, chu
             du[..., 0] += (gyv * vv).sum(-1)
         else:
             du += torch.matmul(gyv, vv.transpose(2, 3))
-    gg = _gg(algo, x.dtype, x.device)
+    gg = _gg_wh(algo, x.dtype, x.device)
     return (gg.t() @ du.view(pp, c_out * c_g)).t().reshape(weight_shape)
 
 

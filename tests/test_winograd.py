@@ -69,7 +69,7 @@ def test_the_planner_takes_each_candidates_best_round():
     is not dropped after that round."""
     clock, calls = FakeClock(), []
     a, b = CANDS[:2]
-    spells = {a: iter([0.050, 0.010, 0.010]), b: iter([0.012, 0.012, 0.012])}
+    spells = {a: iter([0.050] + [0.010] * 9), b: iter([0.012] * 10)}
 
     def run(choice):
         calls.append(choice)
