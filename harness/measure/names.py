@@ -24,7 +24,7 @@ BAD_NAME = 2  # the checking process's exit status for a name or plug-in the mes
 def check_impls(impls: Sequence[str], plugins: Sequence[str] = ()) -> None:
     """Raise ValueError (UnknownImplementation, a plug-in that cannot be imported or crashes while
     imported) unless every name in `impls` resolves once `plugins` are imported."""
-    impls, plugins = [str(i) for i in impls], [str(p) for p in plugins]
+    impls, plugins = list(dict.fromkeys(str(i) for i in impls)), [str(p) for p in plugins]
     if not plugins and not any(":" in i for i in impls):
         import implementations
         known = set(implementations.names())
@@ -36,7 +36,8 @@ def check_impls(impls: Sequence[str], plugins: Sequence[str] = ()) -> None:
     root = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, *sys.path, env.get("PYTHONPATH", "")]))
     try:
-        proc = subprocess.run([sys.executable, "-m", "harness.measure.names", json.dumps([impls, plugins])],
+        proc = subprocess.run([sys.executable, "-X", "faulthandler", "-m", "harness.measure.names",
+                               json.dumps([impls, plugins])],
                               capture_output=True, text=True, env=env, timeout=STARTUP_S)
     except subprocess.TimeoutExpired:
         raise ValueError(f"plugins: importing {plugins} did not finish within {STARTUP_S:g} s") from None
@@ -44,7 +45,9 @@ def check_impls(impls: Sequence[str], plugins: Sequence[str] = ()) -> None:
         return
     if proc.returncode == BAD_NAME:
         raise ValueError(proc.stdout.strip().splitlines()[-1])
-    last = " | ".join(line.strip() for line in proc.stderr.splitlines() if line.strip())[-400:]
+    lines = [line.strip() for line in proc.stderr.splitlines() if line.strip() and not line.startswith("Extension modules")]
+    fatal = next((i for i, line in enumerate(lines) if line.startswith("Fatal Python error")), None)
+    last = " | ".join(lines[fatal:fatal + 4] if fatal is not None else lines[-4:])[:600]
     raise ValueError(f"plugins: the process importing {', '.join(plugins) or 'the modules'} to check "
                      f"impl={','.join(impls)} {describe_exit(proc.returncode)}: {last or 'no stderr'}")
 

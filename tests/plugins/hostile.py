@@ -37,16 +37,35 @@ def os_exits(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1
     os._exit(5)
 
 
-HANG_SIZE = int(os.environ.get("HOSTILE_HANG_SIZE", "8192"))
+def _minutes_in_one_native_call():
+    """40 products of 2048x2048 float64 matrices (~700 GFLOP: minutes on one thread) in one ATen
+    call, on 32 MiB: SIGALRM cannot interrupt it until it returns, and it starts at once."""
+    torch.linalg.matrix_power(torch.full((2048, 2048), 0.5, dtype=torch.float64), 2 ** 40)
 
 
 @implementations.register("hostile_native_hang")
 def native_hang(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
-    """One native call far longer than any budget (8192^3 float64 multiply-adds: minutes on one
-    thread): SIGALRM cannot interrupt it until it returns."""
-    a = torch.ones(HANG_SIZE, HANG_SIZE, dtype=torch.float64)
-    torch.mm(a, a)
+    """One native call far longer than any budget."""
+    _minutes_in_one_native_call()
     return _conv2d(input, weight, bias, stride, padding, dilation, groups)
+
+
+class _HangsInBackward(torch.autograd.Function):
+    """Right forward; the backward never comes back (a hung CUDA backward's stand-in on the CPU)."""
+
+    @staticmethod
+    def forward(ctx, x, w, b, stride, padding, dilation, groups):
+        return _conv2d(x, w, b, stride, padding, dilation, groups)
+
+    @staticmethod
+    def backward(ctx, grad):
+        _minutes_in_one_native_call()
+        raise RuntimeError("unreachable within any budget")
+
+
+@implementations.register("hostile_backward_hang")
+def backward_hang(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    return _HangsInBackward.apply(input, weight, bias, stride, padding, dilation, groups)
 
 
 @implementations.register("hostile_memory_hog")
