@@ -39,10 +39,11 @@ def _is_check(item) -> bool:
     return spec is not None and hasattr(spec.params.get("check"), "planned")
 
 
-def pytest_collection_modifyitems(session, config, items):
-    checks = {item.nodeid for item in items if _is_check(item)}
+def pytest_collection_finish(session):
+    """The conformance checks left to run (after -k, -m and --lf deselected what they do)."""
+    checks = {item.nodeid for item in session.items if _is_check(item)}
     if checks:
-        config.stash_convbench = {"ids": checks, "outcome": {}}
+        session.config.stash_convbench = {"ids": checks, "outcome": {}}
 
 
 def pytest_runtest_logreport(report):
