@@ -137,6 +137,8 @@ class Timing:
     max_noise: float = 0.02     # noise only: stop once the 95% interval's half-width <= this x median
     max_run_time: float = 0.5   # seconds of sampling per timing at most (warm and cold each)
     cold_min_run_time: float = 0.02  # seconds of cold sampling at least (each sample is one call after an eviction)
+    repeats: int = 3            # warm timing in this many rounds, each followed by the vendor's on the same inputs
+    vs_vendor: bool = True      # time torch's own conv in the same rounds (vs_vendor: drift cancels in compare)
 
     def __post_init__(self) -> None:
         if self.min_run_time <= 0:
@@ -149,6 +151,8 @@ class Timing:
                               f"seconds, > 0 and <= timing.max_run_time ({self.max_run_time})")
         if self.warmup < 0:
             raise ConfigError("timing.warmup", self.warmup, "a count of untimed calls, >= 0")
+        if self.repeats < 1:
+            raise ConfigError("timing.repeats", self.repeats, "a count of rounds, >= 1")
         if self.min_samples < 1:
             raise ConfigError("timing.min_samples", self.min_samples, "a count of samples, >= 1")
         if self.max_noise <= 0:

@@ -43,7 +43,8 @@ def test_improvement_is_flagged_as_such():
 
 
 def _one_row(samples):
-    df = fabricate_results().head(1).copy()
+    df = fabricate_results()
+    df = df[df["impl"] == "unfold"].head(1).copy()
     df["status"] = "ok"
     df["samples"] = json.dumps(list(samples)) if samples is not None else pd.NA
     df["time_median_s"] = float(np.median(samples)) if samples is not None else 1.0
@@ -119,11 +120,79 @@ def test_cli_rejects_a_bad_threshold_and_missing_tables(tmp_path, capsys):
 def test_a_moving_baseline_is_called_out():
     """cudnn's code does not change between runs of convbench: if it moves, the machine did."""
     quiet = cmp.compare(fabricate_results(seed=1), fabricate_results(seed=2, scale={"unfold": 2.0}))
-    assert cmp.caveats(quiet) == []
+    assert not any("cudnn itself" in w for w in cmp.caveats(quiet))
+    assert any("raw samples" in w for w in cmp.caveats(quiet))  # tables without rounds: said so
     loud = cmp.compare(fabricate_results(seed=1), fabricate_results(seed=2, scale={"cudnn": 1.5}))
-    assert any("cudnn itself changed" in w for w in cmp.caveats(loud))
+    assert any("cudnn itself moved" in w for w in cmp.caveats(loud))
+    assert (_changes(loud, "cudnn").isin(["reference moved", "not timed"])).all()
 
 
 def test_one_sample_a_side_is_tested_not_trusted():
     c = cmp.compare(_one_row([1.0]), _one_row([3.0]))
     assert c["p_value"].iloc[0] == pytest.approx(1.0) and c["change"].tolist() == ["noise"]
+
+
+# ------------------------------------------------------------ rounds and the vendor in the same rounds
+def _rounds(df: pd.DataFrame, seed: int, drift: float = 1.0, scale: dict | None = None, noise: float = 0.02,
+            repeats: int = 3) -> pd.DataFrame:
+    """A sweep as the harness writes it now: per row `repeats` round medians, the vendor's median in
+    the same rounds and the per-round ratios. `drift` moves every time alike (the machine), `scale` one
+    implementation (the code)."""
+    rng = np.random.default_rng(seed)
+    df = df.copy()
+    vendor = df[df["impl"] == "cudnn"].set_index(["shape", "device", "dtype", "pass"])["time_median_s"]
+    rounds, ratios, vs, vmed, med = [], [], [], [], []
+    for r in df.to_dict("records"):
+        v = vendor.get((r["shape"], r["device"], r["dtype"], r["pass"]), np.nan) * drift
+        base = r["time_median_s"] * drift * (scale or {}).get(r["impl"], 1.0)
+        common = rng.lognormal(0, noise, repeats)  # what a round shares: both sides move with it
+        own = base * common * rng.lognormal(0, noise / 2, repeats)
+        ven = v * common * rng.lognormal(0, noise / 2, repeats)
+        rounds.append(json.dumps(own.tolist()))
+        med.append(float(np.median(own)))
+        if r["impl"] == "cudnn" or np.isnan(v):
+            ratios.append(None), vs.append(np.nan), vmed.append(np.nan)
+        else:
+            q = own / ven
+            ratios.append(json.dumps(q.tolist())), vs.append(float(np.median(q))), vmed.append(float(np.median(ven)))
+    return df.assign(round_medians=rounds, vs_vendor_rounds=ratios, vs_vendor=vs, vendor_median_s=vmed,
+                     time_median_s=med)
+
+
+def test_a_machine_that_moved_between_runs_is_not_a_change_of_the_code():
+    """A/A: the second run's machine is 25% faster on everything (as on the second machine: geometric
+    mean 0.797): judged against the vendor in the same rounds, no row is flagged; cudnn's own rows
+    say the reference moved."""
+    base = fabricate_results(seed=1)
+    c = cmp.compare(_rounds(base, seed=1), _rounds(base, seed=2, drift=0.75))
+    assert not c["change"].isin(["regression", "improvement"]).any(), c[c["change"].isin(["regression", "improvement"])]
+    assert (c.loc[c["basis"] == "vs vendor", "judged"].between(0.9, 1.1)).all()
+    assert (_changes(c, "cudnn").isin(["reference moved", "not timed"])).all()
+    assert any("cudnn itself moved" in w for w in cmp.caveats(c))
+
+
+@pytest.mark.parametrize("factor, share", [(1.3, 1.0), (1.15, 0.9)])
+def test_a_planted_slowdown_is_flagged_against_the_vendor_even_on_a_drifting_machine(factor, share):
+    base = fabricate_results(seed=1)
+    c = cmp.compare(_rounds(base, seed=1), _rounds(base, seed=2, drift=0.8, scale={"unfold": factor}))
+    unfold = c[(c["impl"] == "unfold") & (c["basis"] == "vs vendor")]
+    assert len(unfold) and (unfold["change"] == "regression").mean() >= share
+    others = c[(c["impl"] != "unfold") & c["change"].isin(["regression", "improvement"])]
+    assert others.empty, others
+
+
+def test_without_a_vendor_ratio_a_moved_reference_means_cannot_tell():
+    base = fabricate_results(seed=1)
+    old, new = _rounds(base, seed=1), _rounds(base, seed=2, drift=1.5)
+    for df in (old, new):
+        df["vs_vendor"], df["vs_vendor_rounds"] = np.nan, None  # timing.vs_vendor=false
+    c = cmp.compare(old, new)
+    timed = c[(c["impl"] != "cudnn") & (c["basis"] == "rounds") & (c["change"] != "not timed")]
+    assert len(timed) and (timed["change"].isin(["cannot tell", "noise"])).all()
+
+
+def test_per_round_values_are_tested_with_welch_on_logs():
+    assert cmp.log_p_value(json.dumps([1.0, 1.01, 0.99]), json.dumps([1.3, 1.31, 1.29])) < 0.01
+    assert cmp.log_p_value(json.dumps([1.0, 1.1, 0.9]), json.dumps([1.0, 1.1, 0.9])) > 0.9
+    assert np.isnan(cmp.log_p_value(json.dumps([1.0]), json.dumps([2.0])))  # one round a side: no test
+    assert cmp.log_p_value(json.dumps([1.0, 1.0]), json.dumps([2.0, 2.0])) == 0.0

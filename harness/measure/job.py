@@ -15,6 +15,7 @@ import contextlib
 import json
 import logging
 import os
+import statistics
 import sys
 from pathlib import Path
 from typing import Optional
@@ -37,6 +38,7 @@ from .env import environment
 from .machine import survey, warn
 from .passes import CaseSettings, PassResult, torch_settings
 from .peak import peak_gflops
+from .stats import vendor_ratios
 from .supervise import Supervisor
 from .worker import InProcess, WorkerSpec
 
@@ -64,6 +66,12 @@ def make_row(base: dict, s: Shape, pass_: str, r: PassResult, tol: float, peak: 
         row.time_median_s, row.time_iqr_s, row.n_runs, row.samples = t.median, t.iqr, t.n_runs, t.samples_json
         row.time_ci_low_s, row.time_ci_high_s = t.ci
         row.gflops = row.flops / t.median / 1e9
+        row.round_medians = t.rounds_json
+        if r.vendor_rounds:
+            ratios = vendor_ratios(t.rounds, r.vendor_rounds)
+            row.vendor_median_s = statistics.median(r.vendor_rounds)
+            row.vs_vendor = statistics.median(ratios) if ratios else None
+            row.vs_vendor_rounds = json.dumps([float(f"{q:.6g}") for q in ratios])
     c = r.cold
     if c is not None:
         row.cold_median_s, row.cold_iqr_s, row.cold_samples = c.median, c.iqr, c.samples_json

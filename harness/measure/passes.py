@@ -20,6 +20,7 @@ from typing import Any, Callable, Iterable, Optional
 import torch
 
 from implementations import Unsupported
+from implementations.cudnn import conv2d_cudnn as VENDOR  # torch's own conv, bound before any plug-in
 
 from harness.config import Cache, Config, Shape, Timing
 from harness.table.schema import Status
@@ -32,7 +33,7 @@ from .flush import cold_prepare
 from .integrity import InputGuard
 from .concurrency import DeviceClaim
 from .machine import GpuProbe, GpuReading
-from .timing import Budget, CaseTimeout, TimingResult, deadline, time_call, time_cold, warm_up
+from .timing import Budget, CaseTimeout, TimingResult, deadline, time_cold, time_rounds, warm_up
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,8 @@ class PassResult:
     verdict: Optional[Verdict] = None
     first_call_s: Optional[float] = None
     peak_mem: Optional[int] = None
-    timing: Optional[TimingResult] = None       # warm
+    timing: Optional[TimingResult] = None       # warm (pooled over its rounds)
+    vendor_rounds: tuple = ()                   # torch's own conv's warm median in each of those rounds
     cold: Optional[TimingResult] = None
     gpu: Optional[GpuReading] = None            # SM clock and throttling while timed (CUDA)
     notes: list = field(default_factory=list)   # why a timing is missing or short (-> noisy_reason)
@@ -149,12 +151,15 @@ def measure_memory(call: Callable[[], Any], where: Where, call_s: float) -> tupl
 
 
 def time_pass(call: Callable[[], Any], settings: CaseSettings, where: Where, r: PassResult,
-              calls_after: int = 0, operands: Iterable[torch.Tensor] = (), fn: Optional[Callable] = None) -> None:
+              calls_after: int = 0, operands: Iterable[torch.Tensor] = (), fn: Optional[Callable] = None,
+              vendor: Optional[Callable[[], Any]] = None) -> None:
     """Warm-up, then the warm and/or cold timings of `settings.timing.cache`, each capped by
     max_run_time and by its share of the budget left once `calls_after` calls (the checked call after
-    the timings) are set aside: timings shrink to fit the budget, the checks never do. Cold samples
-    evict `operands` and what the implementation `fn` keeps (harness.measure.flush.cold_prepare).
-    Sets r.timing, r.cold, r.gpu, r.concurrent."""
+    the timings) are set aside: timings shrink to fit the budget, the checks never do. The warm timing
+    comes in `timing.repeats` rounds, each followed by `vendor` (the same pass with torch's own conv)
+    when given and `timing.vs_vendor` is on. Cold samples evict `operands` and what the implementation
+    `fn` keeps (harness.measure.flush.cold_prepare). Sets r.timing, r.vendor_rounds, r.cold, r.gpu,
+    r.concurrent."""
     timing, device = settings.timing, where.device
     t0 = time.time()
     before = where.claim is not None and where.claim.busy()
@@ -164,8 +169,9 @@ def time_pass(call: Callable[[], Any], settings: CaseSettings, where: Where, r: 
     reserve = 2.0 * calls_after * call_s  # x2: the call and its check
     if timing.cache in (Cache.warm, Cache.both):
         share = 0.45 if timing.cache == Cache.both else 0.9
-        r.timing = time_call(call, timing, device, settings.threads, cap_s=where.left(share, reserve), warm=False,
-                             once=once)
+        rounds = time_rounds(call, vendor if timing.vs_vendor else None, timing, device, settings.threads,
+                             cap_s=where.left(share, reserve), once=once)
+        r.timing, r.vendor_rounds = rounds.timing, rounds.vendor
     if timing.cache in (Cache.cold, Cache.both):
         left = where.left(0.9, reserve)
         one = r.timing.median if r.timing else call_s
@@ -200,7 +206,7 @@ def _check_after_timing(call: Callable, to_named: Callable, checks: RepeatedChec
 
 
 def _calls_of_a_pass(fn: Callable, call: Callable, named: Callable, checks: RepeatedChecks, settings: CaseSettings,
-                     where: Where, r: PassResult, time_it: bool) -> Any:
+                     where: Where, r: PassResult, time_it: bool, vendor: Optional[Callable] = None) -> Any:
     """The calls of one pass, in order: the first (timed as first_call_s, checked), a second (peak
     memory, checked), more checked ones if check.calls asks, the warm/cold timings, and one checked
     call after them. Returns the first call's result (the forward's graph for the backward)."""
@@ -213,7 +219,8 @@ def _calls_of_a_pass(fn: Callable, call: Callable, named: Callable, checks: Repe
             checks.check(before[1], named(second))
         _checked_calls(call, named, checks, before[2:])
         _judged(r, checks)
-        time_pass(call, settings, where, r, calls_after=1 if after else 0, operands=checks.guard.live.values(), fn=fn)
+        time_pass(call, settings, where, r, calls_after=1 if after else 0, operands=checks.guard.live.values(), fn=fn,
+                  vendor=vendor)
         _check_after_timing(call, named, checks, after)
         r.done = True
     _judged(r, checks)
@@ -244,7 +251,11 @@ def forward_pass(fn: Callable, case: Case, refs: tuple, settings: CaseSettings, 
         return {"output": out}
 
     checks = RepeatedChecks(named(ref_out), settings.dtype, where.device, InputGuard(x=x, weight=w, bias=b))
-    out = _calls_of_a_pass(fn, forward, named, checks, settings, where, r, time_it)
+    def vendor_forward():
+        return VENDOR(x, w, b, **case.kwargs)
+
+    vendor = None if fn is VENDOR else vendor_forward
+    out = _calls_of_a_pass(fn, forward, named, checks, settings, where, r, time_it, vendor)
     return Graph(case, leaves, out, ref_grads)
 
 
@@ -264,8 +275,18 @@ def backward_pass(fn: Callable, g: Graph, settings: CaseSettings, where: Where, 
     x, w = g.leaves[0], g.leaves[1]
     b = g.leaves[2] if len(g.leaves) > 2 else None
     guard = InputGuard(x=x, weight=w, bias=b, grad_out=g.case.grad_out)
+    vendor_graph: list = []
+
+    def vendor_backward():
+        """The same gradients through torch's own conv, from a graph of its own on the same leaves
+        (built on the first call, a warm-up call)."""
+        if not vendor_graph:
+            with torch.enable_grad():
+                vendor_graph.append(VENDOR(x, w, b, **g.case.kwargs))
+        return torch.autograd.grad(vendor_graph[0], g.leaves, g.case.grad_out, retain_graph=True, allow_unused=True)
+
     _calls_of_a_pass(fn, backward, named, RepeatedChecks(g.refs, settings.dtype, where.device, guard),
-                     settings, where, r, time_it=True)
+                     settings, where, r, time_it=True, vendor=None if fn is VENDOR else vendor_backward)
 
 
 # exception type -> (status, whether the pass it interrupted is to blame, message from the exception)

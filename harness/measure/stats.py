@@ -58,6 +58,7 @@ class TimingResult:
     samples: tuple[float, ...]
     capped: bool = False
     min_samples: int = MIN_SAMPLES
+    rounds: tuple[float, ...] = ()   # per-round medians, when the samples came in interleaved rounds
 
     @property
     def n_runs(self) -> int:
@@ -74,12 +75,19 @@ class TimingResult:
 
     @property
     def ci(self) -> tuple[float, float]:
-        """95% interval of the median (order statistics); (min, max) when too few samples for 95%."""
+        """95% interval of the median (order statistics); (min, max) when too few samples for 95%.
+        With rounds, widened to hold every round's median: the spread between rounds is variation the
+        pooled samples' interval alone would not show."""
         s = sorted(self.samples)
         ranks = ci_ranks(len(s))
-        if ranks is None:
-            return float(s[0]), float(s[-1])
-        return float(s[ranks[0]]), float(s[ranks[1]])
+        lo, hi = (s[0], s[-1]) if ranks is None else (s[ranks[0]], s[ranks[1]])
+        if self.rounds:
+            lo, hi = min(lo, min(self.rounds)), max(hi, max(self.rounds))
+        return float(lo), float(hi)
+
+    @property
+    def rounds_json(self) -> Optional[str]:
+        return json.dumps([float(f"{t:.6g}") for t in self.rounds]) if self.rounds else None
 
     @property
     def noise(self) -> float:
@@ -110,10 +118,14 @@ class TimingResult:
                 why.append(f"max {(max(values) - mean) / mean:.0%} above mean")
             if mean > 0 and mean - min(values) >= MAX_FROM_MEAN * mean:
                 why.append(f"min {(mean - min(values)) / mean:.0%} below mean")
-        if self.capped:
-            why.append("stopped at max_run_time before its stopping rule was met")
         return why
 
     @property
     def samples_json(self) -> str:
         return json.dumps([float(f"{t:.6g}") for t in self.samples])
+
+
+def vendor_ratios(rounds, vendor) -> list[float]:
+    """Per round, the implementation's median over the vendor's in the same round: what a change of
+    the machine (frequency, allocator, neighbours) moves alike on both sides cancels."""
+    return [a / b for a, b in zip(rounds, vendor) if b > 0]

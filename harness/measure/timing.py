@@ -12,11 +12,14 @@ tests drive it with a fake clock."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import signal
+import statistics
 import threading
 import time
 import warnings
+from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 import torch
@@ -28,7 +31,8 @@ from .flush import Flusher
 from .stats import TimingResult
 from .stopping import Stopping, stopping_for
 
-__all__ = ["Budget", "CaseTimeout", "TimingResult", "deadline", "sample", "time_call", "time_cold", "warm_up"]
+__all__ = ["Budget", "CaseTimeout", "Rounds", "TimingResult", "deadline", "sample", "time_call", "time_cold",
+           "time_rounds", "warm_up"]
 
 
 monotonic = time.monotonic  # the budget's clock; tests replace it (and signal.setitimer) with a fake one
@@ -157,6 +161,47 @@ def time_call(fn: Callable[[], Any], timing: Timing, device: torch.device, threa
             once = warm_up(fn, timing, device, clock)
         block = block_size(fn, clock, stopping, timing.min_samples, once)
         return sample(fn, clock, stopping, block=block, min_samples=timing.min_samples)
+
+
+@dataclass(frozen=True)
+class Rounds:
+    """A warm timing made of interleaved rounds: the implementation's pooled samples (with each
+    round's median), and the vendor's median in each round when one was timed beside it."""
+    timing: TimingResult
+    vendor: tuple[float, ...] = ()
+
+
+def time_rounds(fn: Callable[[], Any], vendor: Optional[Callable[[], Any]], timing: Timing, device: torch.device,
+                threads: Optional[int] = None, *, clock=None, cap_s: Optional[float] = None,
+                once: Optional[float] = None) -> Rounds:
+    """Warm timing in `timing.repeats` rounds, each a short warm timing of `fn` (min_run_time,
+    min_samples and the cap split between the rounds) followed by one of `vendor` (torch's own conv on
+    the same inputs) when given. The rounds spread the samples over time, so the row's interval sees
+    drift, and the vendor measured in the same rounds gives a ratio that drift cancels in
+    (`stats.vendor_ratios`, what `compare` judges), as bench-perf and nvbench compare within a round."""
+    n = timing.repeats
+    sides = 2 if vendor is not None else 1
+    per = dataclasses.replace(timing, min_run_time=timing.min_run_time / n,
+                              max_run_time=timing.max_run_time / n,
+                              cold_min_run_time=min(timing.cold_min_run_time, timing.max_run_time / n),
+                              min_samples=max(1, math.ceil(timing.min_samples / n)))
+    each = None if cap_s is None else cap_s / (n * sides)
+    samples: list[float] = []
+    medians, vendor_medians = [], []
+    capped = False
+    for i in range(n):
+        t = time_call(fn, per, device, threads, clock=clock, cap_s=each, warm=False, once=once)
+        samples += t.samples
+        medians.append(t.median)
+        capped |= t.capped
+        if vendor is not None:
+            try:
+                v = time_call(vendor, per, device, threads, clock=clock, cap_s=each, warm=(i == 0))
+                vendor_medians.append(v.median)
+            except Exception:  # the vendor cannot run this (unsupported dtype...): no ratio, same timing
+                vendor, vendor_medians = None, []
+    pooled = TimingResult(tuple(samples), capped=capped, min_samples=timing.min_samples, rounds=tuple(medians))
+    return Rounds(pooled, tuple(vendor_medians))
 
 
 def time_cold(fn: Callable[[], Any], timing: Timing, device: torch.device, threads: Optional[int] = None,

@@ -1,12 +1,21 @@
-"""What changed between two sweeps: per (impl, shape, device, dtype, pass), NEW's median over OLD's.
+"""What changed between two sweeps: per (impl, shape, device, dtype, pass), NEW against OLD.
 
     python -m harness.report.compare OLD NEW [--threshold 1.10] [--alpha 0.05] [--fail-on-regression]
 
-Timings are noisy, so a ratio alone proves nothing. As airspeed velocity (asv) does, a row is
-flagged only when both hold: the ratio of medians passes the threshold (NEW/OLD >= 1.10 is a
-regression, <= 1/1.10 an improvement) AND a two-sided Mann-Whitney U test on the raw per-call
-samples says the two distributions differ (p < alpha). Where a side has no samples at all, the
-ratio decides alone (asv's fallback). Results that stop being correct are flagged too ('broken').
+Timings move with the machine (frequency, allocator and page state, neighbours), and all samples of a
+row come from one process and one moment, so a test on them says nothing about a second run. So, as
+bench-perf and nvbench do, each row is judged on what drift cancels in: its time relative to torch's
+own conv measured in the same rounds (`vs_vendor`; the basis "vs vendor"), and the test is made at the
+level at which values are independent: Welch's t-test on the logs of the per-round ratios (one value a
+round, `timing.repeats` a side). A row is flagged only when both hold: the ratio passes the threshold
+(NEW/OLD >= 1.10 is a regression, <= 1/1.10 an improvement) AND p < alpha.
+
+Rows without a vendor ratio (the `cudnn` rows themselves, `timing.vs_vendor=false`, tables of older
+versions) are judged on absolute medians: per-round medians when recorded (t-test), else the raw
+samples (Mann-Whitney U, an overconfident test for a run-to-run question, said so in a warning). There,
+if the reference itself moved past the threshold on the same case, the row is 'cannot tell' rather
+than flagged; a `cudnn` row that moved while torch stayed the same is 'reference moved': the machine
+changed, not the code. Results that stop being correct are flagged too ('broken').
 
 Writes compare.csv, compare.md and compare.png next to NEW (or into --out) and prints a summary.
 """
@@ -20,18 +29,20 @@ import sys
 
 import numpy as np
 import pandas as pd
-from scipy.stats import mannwhitneyu
+from scipy.stats import mannwhitneyu, ttest_ind
 
 from harness.table.schema import FAILURES
 
-from .analysis import IMPL_CASE, REFERENCE, load_results
+from .analysis import CASE, IMPL_CASE, REFERENCE, load_results
 from .render import markdown_table
 
 THRESHOLD = 1.10
 ALPHA = 0.05
 FLAGGED = ("regression", "broken")  # what --fail-on-regression fails on
 MAX_PRINTED = 20
-CARRY = ["status", "time_median_s", "samples", "device_name", "git_rev"]
+CARRY = ["status", "time_median_s", "samples", "round_medians", "vs_vendor", "vs_vendor_rounds", "device_name",
+         "git_rev", "torch"]
+VS_VENDOR, ROUNDS, SAMPLES = "vs vendor", "rounds", "samples"  # what a row is judged on
 
 
 def _samples(cell) -> np.ndarray | None:
@@ -58,6 +69,30 @@ def p_value(old_samples, new_samples) -> float:
     return float(mannwhitneyu(a, b, alternative="two-sided").pvalue)
 
 
+def log_p_value(old_values, new_values) -> float:
+    """Welch's two-sided t-test on the logs of per-round values (independent from round to round);
+    NaN with fewer than two values a side. Identical values on both sides: 1.0 (or 0.0 when the two
+    sides are constant and differ)."""
+    a, b = _samples(old_values), _samples(new_values)
+    if a is None or b is None or len(a) < 2 or len(b) < 2 or (a <= 0).any() or (b <= 0).any():
+        return math.nan
+    la, lb = np.log(a), np.log(b)
+    if np.ptp(la) == 0 and np.ptp(lb) == 0:
+        return 1.0 if la[0] == lb[0] else 0.0
+    return float(ttest_ind(la, lb, equal_var=False).pvalue)
+
+
+def _judge(row) -> tuple[str, float, float]:
+    """(basis, the ratio judged, its p-value) for one merged row."""
+    if pd.notna(row.get("vs_vendor_old")) and pd.notna(row.get("vs_vendor_new")):
+        return VS_VENDOR, row["vs_vendor_new"] / row["vs_vendor_old"], \
+            log_p_value(row.get("vs_vendor_rounds_old"), row.get("vs_vendor_rounds_new"))
+    p = log_p_value(row.get("round_medians_old"), row.get("round_medians_new"))
+    if not math.isnan(p):
+        return ROUNDS, row["ratio"], p
+    return SAMPLES, row["ratio"], p_value(row.get("samples_old"), row.get("samples_new"))
+
+
 def _classify(row, threshold: float, alpha: float) -> str:
     if row["_merge"] == "left_only":
         return "removed"
@@ -68,12 +103,20 @@ def _classify(row, threshold: float, alpha: float) -> str:
         return "broken"
     if so in FAILURES and sn == "ok":
         return "fixed"
-    if not (so == "ok" and sn == "ok") or not (row["ratio"] > 0):
+    if not (so == "ok" and sn == "ok") or not (row["judged"] > 0):
         return "not timed"
     significant = row["p_value"] < alpha if not math.isnan(row["p_value"]) else True
-    if row["ratio"] >= threshold:
+    moved = row["judged"] >= threshold or row["judged"] <= 1 / threshold
+    if moved and significant and row["basis"] != VS_VENDOR:
+        same_torch = str(row.get("torch_old", "")) == str(row.get("torch_new", ""))
+        if row["impl"] == REFERENCE and same_torch:
+            return "reference moved"
+        ref = row.get("reference_ratio")
+        if pd.notna(ref) and (ref >= threshold or ref <= 1 / threshold):
+            return "cannot tell"
+    if row["judged"] >= threshold:
         return "regression" if significant else "noise"
-    if row["ratio"] <= 1 / threshold:
+    if row["judged"] <= 1 / threshold:
         return "improvement" if significant else "noise"
     return "no change"
 
@@ -88,13 +131,21 @@ def compare(old: pd.DataFrame, new: pd.DataFrame, threshold: float = THRESHOLD,
     new = new.drop_duplicates(IMPL_CASE)[IMPL_CASE + CARRY]
     m = old.merge(new, on=IMPL_CASE, how="outer", suffixes=("_old", "_new"), indicator=True)
     m["ratio"] = (m["time_median_s_new"] / m["time_median_s_old"]).astype("float64")
-    m["p_value"] = [p_value(a, b) for a, b in zip(m["samples_old"], m["samples_new"])]
+    ref = m[m["impl"] == REFERENCE].set_index(CASE)["ratio"]
+    m["reference_ratio"] = [ref.get(tuple(k), math.nan) if len(ref) else math.nan
+                            for k in m[CASE].itertuples(index=False)]
+    judged = [_judge(r) for r in m.to_dict("records")]
+    m["basis"] = [j[0] for j in judged]
+    m["judged"] = pd.Series([j[1] for j in judged], index=m.index, dtype="float64")
+    m["p_value"] = [j[2] for j in judged]
     m["change"] = m.apply(_classify, axis=1, threshold=threshold, alpha=alpha) if len(m) else []
-    order = {c: i for i, c in enumerate(["broken", "regression", "fixed", "improvement", "noise",
-                                         "no change", "not timed", "added", "removed"])}
-    m = m.sort_values(by=["change", "ratio"], key=lambda s: s.map(order) if s.name == "change" else -s,
+    order = {c: i for i, c in enumerate(["broken", "regression", "fixed", "improvement", "cannot tell",
+                                         "reference moved", "noise", "no change", "not timed", "added",
+                                         "removed"])}
+    m = m.sort_values(by=["change", "judged"], key=lambda s: s.map(order) if s.name == "change" else -s,
                       na_position="last")
-    return m.drop(columns=["_merge", "samples_old", "samples_new"]).reset_index(drop=True)
+    drop = ["_merge"] + [f"{c}_{side}" for c in ("samples", "round_medians", "vs_vendor_rounds") for side in ("old", "new")]
+    return m.drop(columns=drop).reset_index(drop=True)
 
 
 # ---------------------------------------------------------------------------------------- output
@@ -106,6 +157,7 @@ def _display(c: pd.DataFrame) -> pd.DataFrame:
         "dtype": c["dtype"], "pass": c["pass"],
         "old ms": c["time_median_s_old"].map(ms), "new ms": c["time_median_s_new"].map(ms),
         "new/old": c["ratio"].map(lambda v: "" if pd.isna(v) else f"{v:.3f}"),
+        "judged": c["judged"].map(lambda v: "" if pd.isna(v) else f"{v:.3f}"), "basis": c["basis"].fillna(""),
         "p": c["p_value"].map(lambda v: "" if pd.isna(v) else f"{v:.2g}"),
         "old status": c["status_old"].fillna(""), "new status": c["status_new"].fillna(""),
     }).astype(str)
@@ -113,10 +165,11 @@ def _display(c: pd.DataFrame) -> pd.DataFrame:
 
 def summary_line(c: pd.DataFrame) -> str:
     counts = c["change"].value_counts()
-    both = c[c["change"].isin(["regression", "improvement", "noise", "no change"])]
+    both = c[c["change"].isin(["regression", "improvement", "noise", "no change", "cannot tell", "reference moved"])]
     geo = float(np.exp(np.log(both["ratio"]).mean())) if len(both) else math.nan
-    parts = [f"{counts.get(k, 0)} {k}" for k in ("regression", "improvement", "broken", "fixed", "noise",
-                                                  "no change", "not timed", "added", "removed")
+    parts = [f"{counts.get(k, 0)} {k}" for k in ("regression", "improvement", "broken", "fixed", "cannot tell",
+                                                  "reference moved", "noise", "no change", "not timed", "added",
+                                                  "removed")
              if counts.get(k, 0) or k in ("regression", "improvement")]
     return f"{len(c)} rows: " + ", ".join(parts) + (f"; geometric mean new/old {geo:.3f}" if not math.isnan(geo) else "")
 
@@ -134,6 +187,7 @@ def plot(c: pd.DataFrame, threshold: float, max_rows: int = 60):
     d = c[c["change"].isin(["regression", "improvement", "noise", "no change"])].copy()
     if d.empty:
         return None
+    d["ratio"] = d["judged"]  # what was judged: the ratio to the vendor where there is one
     d["size"] = np.abs(np.log(d["ratio"]))
     d["flagged"] = d["change"].isin(["regression", "improvement"])
     d = d.sort_values(["flagged", "size"], ascending=False).head(max_rows).sort_values("ratio")
@@ -159,7 +213,8 @@ def plot(c: pd.DataFrame, threshold: float, max_rows: int = 60):
     ax.xaxis.set_major_locator(LogLocator(base=10, subs=subs, numticks=8))
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}×"))
     ax.xaxis.set_minor_formatter(NullFormatter())
-    ax.set_xlabel(f"new median / old median (log scale; > 1 is slower; grey band: within ×{threshold:g})")
+    ax.set_xlabel(f"new / old, relative to the vendor where measured (log scale; > 1 is slower; "
+                  f"grey band: within ×{threshold:g})")
     ax.grid(axis="x", alpha=0.3)
     ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, fontsize=8, frameon=False)
     shown = "" if len(d) == c["change"].isin(list(colors)).sum() else f", the {len(d)} largest"
@@ -169,18 +224,22 @@ def plot(c: pd.DataFrame, threshold: float, max_rows: int = 60):
 
 
 def caveats(c: pd.DataFrame) -> list[str]:
-    """Reasons to distrust the verdicts: different hardware, or the vendor baseline itself moving
-    (its code rarely changes between runs, so a significant change there means the conditions did:
-    load, threads, clocks; on a shared machine the test is then right that the timings differ)."""
+    """Reasons to distrust the verdicts: different hardware, the vendor baseline itself moving (its
+    code rarely changes between runs, so a change there means the conditions did), rows judged on raw
+    samples of one process each."""
     out = []
     old_dev, new_dev = set(c["device_name_old"].dropna()), set(c["device_name_new"].dropna())
     if old_dev and new_dev and old_dev != new_dev:
         out.append(f"different devices: {', '.join(sorted(old_dev))} vs {', '.join(sorted(new_dev))}")
-    ref = c[(c["impl"] == REFERENCE) & c["change"].isin(["regression", "improvement"])]
-    if len(ref):
-        out.append(f"{REFERENCE} itself changed significantly in {len(ref)} of "
-                   f"{int((c['impl'] == REFERENCE).sum())} rows: the measuring conditions differ between the runs "
-                   "(load, threads, clocks), so other flags may be the machine, not the code")
+    moved = c[(c["impl"] == REFERENCE) & c["change"].isin(["regression", "improvement", "reference moved"])]
+    if len(moved):
+        out.append(f"{REFERENCE} itself moved in {len(moved)} of {int((c['impl'] == REFERENCE).sum())} rows: the "
+                   "measuring conditions differ between the runs (load, clocks, memory state); rows with a "
+                   "vendor ratio are judged on it, the others are 'cannot tell' where their reference moved")
+    raw = c[(c["basis"] == SAMPLES) & c["change"].isin(["regression", "improvement"])]
+    if len(raw):
+        out.append(f"{len(raw)} flagged rows were judged on raw samples from one process each (tables without "
+                   "rounds): their p-values understate run-to-run variation")
     return out
 
 
@@ -190,7 +249,8 @@ def write(c: pd.DataFrame, out: pathlib.Path, threshold: float, alpha: float, ol
     paths = [out / "compare.csv", out / "compare.md"]
     c.to_csv(paths[0], index=False)
     md = ["# convbench compare", "", f"- old: `{old_dir}`", f"- new: `{new_dir}`",
-          f"- flagged when new/old passes {threshold:g} (or 1/{threshold:g}) and Mann-Whitney U p < {alpha:g}",
+          f"- flagged when new/old (relative to the vendor in the same rounds where measured) passes "
+          f"{threshold:g} (or 1/{threshold:g}) and p < {alpha:g} (Welch's t-test on per-round logs)",
           f"- {summary_line(c)}"] + [f"- **warning**: {w}" for w in caveats(c)] + [""]
     if (out / "compare.png").exists():
         (out / "compare.png").unlink()
@@ -213,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threshold", type=float, default=THRESHOLD,
                         help=f"ratio of medians that counts as a change (default {THRESHOLD})")
     parser.add_argument("--alpha", type=float, default=ALPHA,
-                        help=f"significance level of the Mann-Whitney U test (default {ALPHA})")
+                        help=f"significance level of the per-round test (default {ALPHA})")
     parser.add_argument("--out", type=pathlib.Path, default=None, help="output folder (default: NEW)")
     parser.add_argument("--fail-on-regression", action="store_true",
                         help="exit 1 when any row is a significant regression or stopped being correct")
@@ -230,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"warning: {warning}")
     flagged = c[c["change"].isin(["regression", "improvement", "broken", "fixed"])]
     for r in flagged.head(MAX_PRINTED).to_dict("records"):
-        ratio = "" if pd.isna(r["ratio"]) else f"  {r['ratio']:.2f}x (p={r['p_value']:.2g})"
+        ratio = "" if pd.isna(r["judged"]) else f"  {r['judged']:.2f}x {r['basis']} (p={r['p_value']:.2g})"
         print(f"  {r['change']:<11} " + " ".join(str(r[k]) for k in IMPL_CASE) + ratio)
     if len(flagged) > MAX_PRINTED:
         print(f"  ... and {len(flagged) - MAX_PRINTED} more flagged rows in compare.md")

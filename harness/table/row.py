@@ -59,6 +59,10 @@ class Row:
     cold_ci_low_s: Optional[float] = None
     cold_ci_high_s: Optional[float] = None
     cold_samples: Optional[str] = None
+    round_medians: Optional[str] = None
+    vendor_median_s: Optional[float] = None
+    vs_vendor: Optional[float] = None
+    vs_vendor_rounds: Optional[str] = None
     first_call_s: Optional[float] = None
     noisy: Optional[bool] = None
     noisy_reason: str = ""

@@ -14,8 +14,10 @@ from enum import Enum
 # 1: the first stored tables (no `table_version` column). 2: `table_version` added. 3: cold timings,
 # first-call time, confidence intervals, `noisy`, the machine's fitness to time, the verdict's repeated
 # checks (`checked_calls`, `deterministic`, `repeat_max_diff`), `err_vs_vendor`, and `model`, `count`
-# (network suites). Older tables read every newer column as NA; no existing column changed meaning.
-TABLE_VERSION = 3
+# (network suites). 4: warm timings in rounds beside the vendor (`round_medians`, `vendor_median_s`,
+# `vs_vendor`, `vs_vendor_rounds`). Older tables read every newer column as NA; no existing column changed
+# meaning.
+TABLE_VERSION = 4
 
 
 class Status(str, Enum):
@@ -90,9 +92,13 @@ COLUMNS: dict[str, tuple[str, str]] = {
     "cold_ci_low_s": ("float64", "lower end of the 95% confidence interval of the cold median"),
     "cold_ci_high_s": ("float64", "upper end of the 95% confidence interval of the cold median"),
     "cold_samples": ("string", "JSON list of cold per-call times in seconds, one call per sample"),
+    "round_medians": ("string", "JSON list of the warm median of each round (timing.repeats interleaved rounds)"),
+    "vendor_median_s": ("float64", "torch's own conv (cudnn) on the same inputs, warm median over the same rounds"),
+    "vs_vendor": ("float64", "median over rounds of this row's round median / the vendor's in that round"),
+    "vs_vendor_rounds": ("string", "JSON list of the per-round ratios to the vendor (what compare tests)"),
     "first_call_s": ("float64", "time of the first call on the case, before warm-up, from a fresh state"),
     "noisy": ("boolean", "a timing is not trustworthy: see noisy_reason"),
-    "noisy_reason": ("string", "why: too few samples, std >= 10% of mean, min/max >= 50% from mean, or capped"),
+    "noisy_reason": ("string", "why: too few samples, the median's 95% interval beyond +-5%, or pyperf's rules on block medians"),
     "flops": ("float64", "floating point operations: forward 2*N*Cout*Hout*Wout*(Cin/g)*kh*kw, backward twice"),
     "gflops": ("float64", "achieved GFLOP/s = flops / time_median_s / 1e9"),
     "peak_gflops": ("float64", "measured large-matmul GFLOP/s of this device and dtype (the roofline ceiling)"),
