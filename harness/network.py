@@ -15,7 +15,10 @@ running statistics), so both runs compute one deterministic function.
 
 Rows go to a results table like a sweep's (`suite` = `network:<name>`, `layer` = `(whole model)`, pass
 `forward` or `forward+backward`) in `--out` (default `results/network/<name>/<date>_<time>/`), with the
-report. Exit status 1 when any row is `incorrect` or `error`, so it can gate CI.
+report. Exit status 1 when any row is `incorrect`, `error` or `crashed`, so it can gate CI. From the
+command line each implementation runs in its own worker process (`run_check(isolate=True)`), as in a
+sweep: one that crashes, hangs or patches torch gets `crashed` or `error` rows, the others stay as
+they are.
 
 Options are `key=value` words, like the Hydra app's: impl, dtype, device, plugins, seed, threads,
 budget_s, timing.min_run_time. Any other `key=value` is a keyword argument of the factory (as in
@@ -27,7 +30,7 @@ import copy
 import datetime as dt
 import sys
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -42,9 +45,12 @@ import implementations
 from .capture import CaptureError, add_model_arguments, build_model, first_tensor, parse_input, parse_kwargs, suite_name
 from .config import Timing, check_impl, import_plugins
 from .finish import STRICT_FAILURES, build_report
+from .measure import guard
 from .measure.check import check_tensors, tolerance
 from .measure.devices import absent_reason, resolve
 from .measure.env import environment
+from .measure.names import check_impls
+from .measure.supervise import UNBUDGETED_S, call_isolated, grace
 from .measure.timing import CaseTimeout, deadline, time_call
 from .table.collect import write_results
 from .table.row import Row
@@ -269,25 +275,47 @@ def _check_dtype(model: nn.Module, target: str, sizes: tuple[int, ...], dname: s
 
 
 def run_check(target: str, sizes: tuple[int, ...], kwargs: dict[str, Any], opts: Options, name: str,
-              out_dir: Path, console: Optional[Console] = None) -> "pandas.DataFrame":  # noqa: F821
-    """Every implementation x dtype of the swap check; writes the table and report into `out_dir`."""
+              out_dir: Path, console: Optional[Console] = None, isolate: bool = False) -> "pandas.DataFrame":  # noqa: F821
+    """Every implementation x dtype of the swap check; writes the table and report into `out_dir`.
+    `isolate` (what the command line does): each implementation in its own worker process
+    (harness.measure.supervise.call_isolated) that builds the model afresh, so a crash or a patched
+    torch costs that implementation's rows only and no plug-in is imported here."""
     console = console or Console(stderr=True)
-    import_plugins(list(opts.plugins))
-    for impl in opts.impl:
-        check_impl(impl)
+    if isolate:
+        check_impls(opts.impl, opts.plugins)
+    else:
+        import_plugins(list(opts.plugins))
+        for impl in opts.impl:
+            check_impl(impl)
     device = resolve(opts.device)
     if (reason := absent_reason(device)) is not None:
         raise CaptureError(f"device={opts.device}: {reason}")
+    threads = opts.threads or torch.get_num_threads()
+    env = environment(device, threads)
+    shape = dict(zip(("n", "c_in", "h", "w"), sizes)) if len(sizes) == 4 else {}
+    base = dict(env, sweep=f"{out_dir.parent.name}/{out_dir.name}", job=0, suite=f"network:{name}", model=target,
+                layer=LAYER, count=1, device=str(device), **shape)
+    if isolate:
+        rows = []
+        for impl in opts.impl:
+            with console.status(f"{impl}, in a worker process"):
+                rows += _isolated(target, sizes, kwargs, replace(opts, impl=(impl,)), device, base, out_dir)
+    else:
+        rows = _check_here(target, sizes, kwargs, opts, device, base, console)
+    df = frame(rows)
+    write_results(df, out_dir)
+    return df
+
+
+def _check_here(target: str, sizes: tuple[int, ...], kwargs: dict[str, Any], opts: Options, device: torch.device,
+                base: dict, console: Console) -> list[Row]:
+    """The model built (seeded), then every dtype's reference and implementations, in this process."""
     torch.manual_seed(opts.seed)
     model = build_model(target, kwargs, "cpu")
     if not any(isinstance(m, nn.Conv2d) for m in model.modules()):
         raise CaptureError(f"{target} has no nn.Conv2d module: nothing to swap")
     threads = opts.threads or torch.get_num_threads()
     saved_threads = torch.get_num_threads()
-    env = environment(device, threads)
-    shape = dict(zip(("n", "c_in", "h", "w"), sizes)) if len(sizes) == 4 else {}
-    base = dict(env, sweep=f"{out_dir.parent.name}/{out_dir.name}", job=0, suite=f"network:{name}", model=target,
-                layer=LAYER, count=1, device=str(device), **shape)
     rows: list[Row] = []
     try:
         torch.set_num_threads(threads)
@@ -297,9 +325,33 @@ def run_check(target: str, sizes: tuple[int, ...], kwargs: dict[str, Any], opts:
                 rows += _check_dtype(model, target, sizes, dname, opts, device, base, console)
     finally:
         torch.set_num_threads(saved_threads)
-    df = frame(rows)
-    write_results(df, out_dir)
-    return df
+    return rows
+
+
+def _in_worker(target: str, sizes: tuple[int, ...], kwargs: dict[str, Any], opts: Options, device: str,
+               base: dict) -> list[Row]:
+    """A worker's part: torch's own functions noted before the plug-ins are imported, one
+    implementation's rows, then its rows are errors if it replaced any of them (harness.measure.guard)."""
+    own = guard.TorchOwn()
+    import_plugins(list(opts.plugins))
+    rows = _check_here(target, sizes, kwargs, opts, torch.device(device), base, Console(stderr=True))
+    tampered = own.changes()
+    for row in rows if tampered else ():
+        row.status = Status.error
+        row.message = "; ".join(filter(None, ["; ".join(tampered) + ": its results are not trusted", row.message]))
+    return rows
+
+
+def _isolated(target: str, sizes: tuple[int, ...], kwargs: dict[str, Any], opts: Options, device: torch.device,
+              base: dict, out_dir: Path) -> list[Row]:
+    """One implementation's rows from its own worker; `crashed` rows when the worker died or hung."""
+    limit = len(opts.dtype) * (2 * opts.budget_s + grace(opts.budget_s)) + UNBUDGETED_S
+    rows, crash = call_isolated(_in_worker, (target, sizes, kwargs, opts, str(device), base),
+                                out_dir / "worker.log", limit)
+    if crash is None:
+        return rows
+    return [Row(**base, impl=opts.impl[0], dtype=dname, pass_=pass_, status=Status.crashed, message=crash,
+                tol=tolerance(DTYPES[dname])) for dname in opts.dtype for pass_ in (FORWARD, TRAIN)]
 
 
 def print_summary(df, console: Console) -> None:
@@ -352,7 +404,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         kwargs = parse_kwargs(args.kwargs, factory_words)
         name = args.name or suite_name(args.model)
         out = Path(args.out) if args.out else Path("results/network") / name / dt.datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
-        df = run_check(args.model, sizes, kwargs, opts, name, out)
+        df = run_check(args.model, sizes, kwargs, opts, name, out, isolate=True)
     except (CaptureError, ValueError) as exc:  # UnknownImplementation is a ValueError listing the names
         print(f"convbench: network: {exc}", file=sys.stderr)
         return 2
@@ -363,10 +415,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"report: {report}")
     bad = df[df["status"].isin(STRICT_FAILURES)]
     if len(bad):
-        console.print(f"[bold red]{len(bad)} rows incorrect or error[/]: the network does not compute the same thing")
+        console.print(f"[bold red]{len(bad)} rows incorrect, error or crashed[/]: the network does not compute the same thing")
         return 1
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # run as harness.network, not __main__: a worker finds its functions and Options by that name
+    from harness.network import main as _main
+    sys.exit(_main())

@@ -281,3 +281,20 @@ def test_planted_failures_under_submitit_local(tmp_path):
     for impl in HONEST:
         rows = df[df["impl"] == impl]
         assert set(rows["status"]) == {"ok"} and rows["rel_err"].lt(1e-5).all()
+
+
+def test_the_swap_check_runs_each_implementation_in_its_own_worker(tmp_path):
+    import os
+    import subprocess
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(PLUGINS), os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.run([sys.executable, "-m", "harness.network", "tiny_nets:tiny_net", "--input", "2,3,16,16",
+                           "impl=hostile_segfault,hostile_patches_conv,unfold,cudnn", "plugins=[hostile]",
+                           "dtype=float32", "budget_s=10", "timing.min_run_time=0.01", "--out", str(tmp_path / "net")],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    df = pd.read_parquet(tmp_path / "net" / "results.parquet")
+    status = df.groupby("impl")["status"].agg(set)
+    assert status["hostile_segfault"] == {"crashed"} and status["hostile_patches_conv"] == {"error"}
+    assert status["unfold"] == {"ok"} and status["cudnn"] == {"ok"}
+    assert df[df["impl"] == "hostile_segfault"]["message"].str.contains("SIGSEGV").all()
+    assert df[df["impl"] == "hostile_patches_conv"]["message"].str.contains("(module hostile)", regex=False).all()

@@ -24,7 +24,7 @@ from harness.config import Shape
 from harness.table.schema import Status
 
 from .passes import PassResult
-from .worker import WorkerSpec, serve
+from .worker import WorkerSpec, serve, serve_call
 
 STARTUP_S = 300.0     # importing torch and the plug-ins; a safety net, not a measurement
 UNBUDGETED_S = 300.0  # phases without a budget (the inputs and the float64 reference): a safety net
@@ -123,6 +123,47 @@ def crashed_results(passes: tuple[str, ...], phase: str, text: str, done: Option
         else:
             res[p] = PassResult(status=Status.crashed, message=f"{phase} pass crashed first: {text}", done=True)
     return res
+
+
+def call_isolated(fn: Callable, args: tuple, log_path: Path, timeout_s: float,
+                  clock: Callable[[], float] = time.monotonic):
+    """`fn(*args)` in a fresh worker (fn importable by name, args and result picklable): (result,
+    None), or (None, how the worker ended: a signal, an exit status, no answer within timeout_s).
+    An exception `fn` raises is raised here."""
+    log_path = Path(log_path)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log:
+        log.write(f"--- worker for {getattr(fn, '__qualname__', fn)}\n".encode())
+        offset = log.tell()
+    ctx = _context()
+    conn, there = ctx.Pipe()
+    proc = ctx.Process(target=serve_call, args=(there, str(log_path), dict(os.environ), fn, args), daemon=True)
+    with _main_left_alone():
+        proc.start()
+    there.close()
+    end, msg = clock() + timeout_s, None
+    try:
+        while msg is None and clock() < end:
+            if conn.poll(min(end - clock(), 1.0)):
+                msg = conn.recv()
+            elif not proc.is_alive():
+                break
+    except (EOFError, OSError):
+        pass
+    if msg is None:
+        proc.join(EXIT_S if clock() < end else 0)
+        hung = proc.exitcode is None
+        if hung:
+            proc.kill()
+        proc.join()
+        what = f"stopped answering within {timeout_s:g} s, so it was killed" if hung else describe_exit(proc.exitcode)
+        stderr = tail(log_path, offset)
+        return None, f"the worker {what}" + (f"; its stderr: {stderr}" if stderr else "; no stderr")
+    proc.join(EXIT_S)
+    conn.close()
+    if msg[0] == "raised":
+        raise msg[1]
+    return msg[1], None
 
 
 class Supervisor:

@@ -153,14 +153,32 @@ def limit_memory(extra: Optional[int]) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (soft if hard == resource.RLIM_INFINITY else min(soft, hard), hard))
 
 
-def serve(conn: Connection, log_path: str, environ: dict) -> None:
-    """The worker process's loop (the target harness.measure.supervise starts)."""
+def _become_worker(log_path: str, environ: dict) -> None:
     sys.stderr.flush()
     with open(log_path, "ab") as log:
         os.dup2(log.fileno(), 2)  # the job reports the tail of it when this process dies
     faulthandler.enable()  # a crash prints the Python stack to stderr
     os.environ.clear()
     os.environ.update(environ)  # the job's (CUDA_VISIBLE_DEVICES), not the forkserver's
+
+
+def serve_call(conn: Connection, log_path: str, environ: dict, fn: Callable, args: tuple) -> None:
+    """One call in a worker (harness.measure.supervise.call_isolated): ("returned", value) or
+    ("raised", exception) back, for tools that run implementations outside a job (harness.network)."""
+    _become_worker(log_path, environ)
+    try:
+        reply = ("returned", fn(*args))
+    except Exception as exc:
+        reply = ("raised", exc)
+    conn.send(reply)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
+def serve(conn: Connection, log_path: str, environ: dict) -> None:
+    """The worker process's loop (the target harness.measure.supervise starts)."""
+    _become_worker(log_path, environ)
     spec: WorkerSpec = conn.recv()
     sys.path[:] = list(spec.sys_path) or sys.path
     limit_memory(spec.memory_limit)
