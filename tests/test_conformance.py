@@ -62,6 +62,7 @@ def run_strictly(check) -> None:
     refused = r.status == "skipped" and r.message.startswith("raised Unsupported")
     if refuses(check.impl, check.planned.case) and not r.message.startswith("declared"):
         assert refused, f"{check.id}: must raise Unsupported for this shape, got {r.status} {r.message}"
+        assert r.message.strip() != "raised Unsupported:", f"{check.id}: Unsupported without a reason"
     elif refused and not (check.impl in SHAPE_LIMITS and not isinstance(check.planned.case, Case)):
         pytest.fail(f"{check.id}: refused a case it must compute: {r.message}", pytrace=False)
     if r.status == "failed":

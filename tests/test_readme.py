@@ -19,6 +19,11 @@ def test_example_plugin_is_quoted_in_full():
     assert f"```python\n{example}\n```" in README
 
 
+def test_third_party_test_file_is_quoted_in_full():
+    example = (REPO / "examples" / "shiftconv" / "tests" / "test_shiftconv.py").read_text().rstrip()
+    assert f"```python\n{example}\n```" in README
+
+
 def test_every_config_key_is_documented():
     documented = set(re.findall(r"^\| `([a-z_0-9]+)(?:\.[a-z_0-9]+)?` \|", README, re.M))
     keys = {f.name for f in dataclasses.fields(Config)}
