@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.convbench-installed
 ARGS   ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup bench bench-perf bench-timer bench-gpu report compare test test-slow test-cluster test-networks test-all clean
+.PHONY: help setup bench bench-aa bench-perf bench-timer bench-gpu report compare test test-slow test-cluster test-networks test-all clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -28,6 +28,9 @@ bench: $(STAMP) ## Run the default sweep; prints where the table and report are 
 
 bench-perf: $(STAMP) ## Check the built-ins' speed targets against cudnn (issue #6)
 	$(PY) -m harness.perf $(ARGS)
+
+bench-aa: $(STAMP) ## A/A: the default sweep twice and compare (false alarms); A/B: a planted 1.3x and 1.1x slowdown
+	$(PY) -m harness.aa $(ARGS)
 
 bench-timer: $(STAMP) ## Check the harness's timing against a bare torch.utils.benchmark.Timer
 	$(PY) -m harness.timer_agreement $(ARGS)
