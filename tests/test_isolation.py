@@ -275,7 +275,7 @@ def test_planted_failures_under_submitit_local(tmp_path):
     impls = ["hostile_segfault", "hostile_native_hang", "hostile_patches_conv", "hostile_threads", *HONEST]
     proc, df = sweep(tmp_path, impls, "hydra.sweeper.max_batch_size=1", launcher=("+launcher=submitit_local",))
     assert proc.returncode == 0, proc.stderr[-3000:]
-    status = df.groupby("impl")["status"].agg(lambda s: set(s))
+    status = {impl: set(g) for impl, g in df.groupby("impl")["status"]}
     assert status["hostile_segfault"] == {"crashed"} and status["hostile_native_hang"] == {"crashed"}
     assert status["hostile_patches_conv"] == {"error"} and status["hostile_threads"] == {"ok"}
     for impl in HONEST:
@@ -293,7 +293,7 @@ def test_the_swap_check_runs_each_implementation_in_its_own_worker(tmp_path):
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 1, proc.stderr[-2000:]
     df = pd.read_parquet(tmp_path / "net" / "results.parquet")
-    status = df.groupby("impl")["status"].agg(lambda s: set(s))
+    status = {impl: set(g) for impl, g in df.groupby("impl")["status"]}
     assert status["hostile_segfault"] == {"crashed"} and status["hostile_patches_conv"] == {"error"}
     assert status["unfold"] == {"ok"} and status["cudnn"] == {"ok"}
     assert df[df["impl"] == "hostile_segfault"]["message"].str.contains("SIGSEGV").all()
