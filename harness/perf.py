@@ -277,12 +277,13 @@ def plan_check(case: PerfCase, args, device) -> PlanCheck:
 
 
 def _short(plan: str) -> str:
-    return (plan.replace("F(4x4,3x3)", "F4").replace("F(2x2,3x3)", "F2").replace(" candidates", "")
+    return (plan.replace("F(4x4,3x3)", "F4").replace("F(2x2,3x3)", "F2").replace("F(6x6,3x3)", "F6")
+            .replace(" candidates", "")
             .replace("measured over", "timed").replace("grad_input", "gi").replace("grad_weight", "gw"))
 
 
 def render_plans(rows: list[Row], checks: list[PlanCheck]) -> Optional[Table]:
-    """What each planned row ran (F4/F2 = F(4x4,3x3)/F(2x2,3x3); gi, gw = the grad_input and
+    """What each planned row ran (F2/F4/F6 = F(m x m,3x3); gi, gw = the grad_input and
     grad_weight products) with its first call, and the planned forward against every candidate forced."""
     planned = [r for r in rows if r.plan]
     if not planned and not checks:
