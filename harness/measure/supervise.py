@@ -137,7 +137,7 @@ def call_isolated(fn: Callable, args: tuple, log_path: Path, timeout_s: float,
         offset = log.tell()
     ctx = _context()
     conn, there = ctx.Pipe()
-    proc = ctx.Process(target=serve_call, args=(there, str(log_path), dict(os.environ), fn, args), daemon=True)
+    proc = ctx.Process(target=serve_call, args=(there, str(log_path), dict(os.environ), fn, args))
     with _main_left_alone():
         proc.start()
     there.close()
@@ -186,7 +186,7 @@ class Supervisor:
         ctx = _context()
         self.conn, there = ctx.Pipe()
         self.proc = ctx.Process(target=serve, args=(there, str(self.log_path), dict(os.environ)),
-                                name=f"convbench-worker-{self.spec.impl}", daemon=True)
+                                name=f"convbench-worker-{self.spec.impl}")
         with _main_left_alone():
             self.proc.start()
         there.close()
@@ -222,9 +222,10 @@ class Supervisor:
         self.conn.close()
         self.proc = self.conn = None
         if timed_out:
-            what = ("stopped answering: no reply within " + (f"{phase.budget_s:g} s (budget_s) + {grace(phase.budget_s):g} s"
-                    if phase.budget_s is not None else f"{UNBUDGETED_S:g} s") +
-                    " (a call that never returns to Python, e.g. a hung native kernel), so it was killed")
+            silent = (f"{phase.budget_s:g} s of budget left when it last reported + {grace(phase.budget_s):g} s grace"
+                      if phase.budget_s is not None else f"{UNBUDGETED_S:g} s, a phase without a budget")
+            what = (f"stopped answering: no reply within {silent} (a call that never returns to Python, e.g. a "
+                    "hung native kernel), so it was killed")
         else:
             what = describe_exit(code)
         where = ("while starting (importing torch and the plug-ins)" if phase.name == "start" else

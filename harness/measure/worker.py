@@ -10,8 +10,10 @@ each phase of the case starts (None: no budget; `done`: passes already final) an
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import faulthandler
 import os
+import signal
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -154,6 +156,13 @@ def limit_memory(extra: Optional[int]) -> None:
 
 
 def _become_worker(log_path: str, environ: dict) -> None:
+    """stderr to the job's worker.log, faulthandler on, the job's environment; and die with the
+    forkserver (which exits when the job process does: a kill -9, a cancelled SLURM job), so a hung
+    worker does not run on."""
+    try:
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG (Linux)
+    except (OSError, AttributeError):
+        pass
     sys.stderr.flush()
     with open(log_path, "ab") as log:
         os.dup2(log.fileno(), 2)  # the job reports the tail of it when this process dies
@@ -186,7 +195,12 @@ def serve(conn: Connection, log_path: str, environ: dict) -> None:
     conn.send(("ready", *worker.start()))
 
     def watch(phase: str, seconds: Optional[float], done: Optional[dict] = None) -> None:
-        conn.send(("deadline", phase, seconds, done))
+        # SIGALRM (the budget) may be due while this runs: held back until the message is whole
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
+        try:
+            conn.send(("deadline", phase, seconds, done))
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
     while True:
         try:
