@@ -6,7 +6,7 @@ One exception, declared rather than run: float16/bfloat16 on the CPU while oneDN
 torch 2.13 on an AMX/AVX512-BF16 Xeon, oneDNN's half-precision convolutions return wrong values
 (grouped, strided, one output column: relative error ~0.75) or kill the process with SIGSEGV
 (1x1 kernel, groups 3, stride (1, 3), dilation (2, 3)) for some shapes, cf. pytorch/pytorch#163347.
-A crash would take a whole sweep down, so these report 'unsupported'; with
+A crash would cost the job a worker per case (`crashed` rows), so these report 'unsupported'; with
 `torch.backends.mkldnn.enabled = False` PyTorch's native kernels run them, correctly."""
 from __future__ import annotations
 
