@@ -196,3 +196,15 @@ def test_per_round_values_are_tested_with_welch_on_logs():
     assert cmp.log_p_value(json.dumps([1.0, 1.1, 0.9]), json.dumps([1.0, 1.1, 0.9])) > 0.9
     assert np.isnan(cmp.log_p_value(json.dumps([1.0]), json.dumps([2.0])))  # one round a side: no test
     assert cmp.log_p_value(json.dumps([1.0, 1.0]), json.dumps([2.0, 2.0])) == 0.0
+
+
+def test_changes_measured_on_a_busy_machine_are_cannot_tell():
+    base = fabricate_results(seed=1)
+    old, new = _rounds(base, seed=1), _rounds(base, seed=2, scale={"unfold": 1.5})
+    new["machine_warning"] = "load average 4.1 on 2 cores; other processes use 97% of the CPUs"
+    c = cmp.compare(old, new)
+    assert not c["change"].isin(["regression", "improvement"]).any()
+    assert (_changes(c, "unfold").isin(["cannot tell", "not timed", "broken", "fixed"])).all()
+    assert any("unfit to time" in w for w in cmp.caveats(c))
+    new["machine_warning"] = "CPU frequency governor is 'powersave', not 'performance'"  # the same in both runs
+    assert (cmp.compare(old, new).pipe(_changes, "unfold") == "regression").any()

@@ -14,7 +14,8 @@ Rows without a vendor ratio (the `cudnn` rows themselves, `timing.vs_vendor=fals
 versions) are judged on absolute medians: per-round medians when recorded (t-test), else the raw
 samples (Mann-Whitney U, an overconfident test for a run-to-run question, said so in a warning). There,
 if the reference itself moved past the threshold on the same case, the row is 'cannot tell' rather
-than flagged; a `cudnn` row that moved while torch stayed the same is 'reference moved': the machine
+than flagged; so is any change measured on a machine its own check called unfit to time
+(`machine_warning`: load, other processes, governor); a `cudnn` row that moved while torch stayed the same is 'reference moved': the machine
 changed, not the code. Results that stop being correct are flagged too ('broken').
 
 Writes compare.csv, compare.md and compare.png next to NEW (or into --out) and prints a summary.
@@ -41,7 +42,7 @@ ALPHA = 0.05
 FLAGGED = ("regression", "broken")  # what --fail-on-regression fails on
 MAX_PRINTED = 20
 CARRY = ["status", "time_median_s", "samples", "round_medians", "vs_vendor", "vs_vendor_rounds", "device_name",
-         "git_rev", "torch"]
+         "git_rev", "torch", "machine_warning"]
 VS_VENDOR, ROUNDS, SAMPLES = "vs vendor", "rounds", "samples"  # what a row is judged on
 
 
@@ -93,6 +94,12 @@ def _judge(row) -> tuple[str, float, float]:
     return SAMPLES, row["ratio"], p_value(row.get("samples_old"), row.get("samples_new"))
 
 
+def _unfit(warning) -> bool:
+    """A busy machine (the job's load or other processes' CPU share: harness.measure.machine). A
+    governor warning alone is not: a laptop's ramping clocks are the same in both runs."""
+    return isinstance(warning, str) and ("load average" in warning or "other processes" in warning)
+
+
 def _classify(row, threshold: float, alpha: float) -> str:
     if row["_merge"] == "left_only":
         return "removed"
@@ -107,6 +114,8 @@ def _classify(row, threshold: float, alpha: float) -> str:
         return "not timed"
     significant = row["p_value"] < alpha if not math.isnan(row["p_value"]) else True
     moved = row["judged"] >= threshold or row["judged"] <= 1 / threshold
+    if moved and significant and (_unfit(row.get("machine_warning_old")) or _unfit(row.get("machine_warning_new"))):
+        return "cannot tell"  # measured on a machine its own check called unfit to time
     if moved and significant and row["basis"] != VS_VENDOR:
         same_torch = str(row.get("torch_old", "")) == str(row.get("torch_new", ""))
         if row["impl"] == REFERENCE and same_torch:
@@ -236,6 +245,12 @@ def caveats(c: pd.DataFrame) -> list[str]:
         out.append(f"{REFERENCE} itself moved in {len(moved)} of {int((c['impl'] == REFERENCE).sum())} rows: the "
                    "measuring conditions differ between the runs (load, clocks, memory state); rows with a "
                    "vendor ratio are judged on it, the others are 'cannot tell' where their reference moved")
+    unfit = c[c["machine_warning_old"].map(_unfit) | c["machine_warning_new"].map(_unfit)] \
+        if "machine_warning_old" in c else c.iloc[:0]
+    if len(unfit):
+        out.append(f"{len(unfit)} rows were measured on a machine unfit to time (machine_warning, e.g. "
+                   f"'{next(w for w in pd.concat([unfit['machine_warning_old'], unfit['machine_warning_new']]) if _unfit(w))}'): "
+                   "their changes are 'cannot tell', not flags")
     raw = c[(c["basis"] == SAMPLES) & c["change"].isin(["regression", "improvement"])]
     if len(raw):
         out.append(f"{len(raw)} flagged rows were judged on raw samples from one process each (tables without "
