@@ -666,6 +666,19 @@ def last_plan() -> dict[str, str]:
         return {k: d.describe() for k, d in _last.items()}
 
 
+def describe(input: torch.Tensor, weight: torch.Tensor, padding=0, groups: int = 1) -> str:
+    """The plan `winograd` holds for the forward of this call's shapes (F.conv2d's arguments; the
+    plan of a later call on the same shapes, dtype, device, layout and thread count), or why none:
+    'not planned yet' (no such call so far) or the reason winograd does not cover it."""
+    x, weight, _, p, _ = prepare(input, weight, None, 1, padding, 1, groups)
+    reason = _unsupported(x.device.type, x.dtype) or shape_unsupported(weight.shape, p)
+    if reason:
+        return reason
+    key = _problem_key("forward", x, weight.shape, p.padding, p.groups) + f" tiles={Policy().tiles}"
+    decision = PLANNER.decisions.get(key)
+    return decision.describe() if decision else "not planned yet"
+
+
 def describe_last() -> str:
     """`last_plan()` as one line: 'forward: ...; grad_input: ...; grad_weight: ...'."""
     return "; ".join(f"{k}: {v}" for k, v in last_plan().items())

@@ -201,6 +201,9 @@ def test_winograd_runs_and_reports_the_planned_choice(fresh_planner):
     # the second call is planned already: same plan, bitwise the same output
     out2 = fn(x, w, b, padding=1)
     assert torch.equal(out, out2) and winograd.last_plan()["forward"] == report["forward"]
+    assert winograd.describe(x, w, padding=1) == report["forward"]
+    assert winograd.describe(x[:1], w, padding=1) == "not planned yet"
+    assert "3x3 kernels only" in winograd.describe(x, torch.randn(6, 8, 5, 5), padding=1)
 
 
 def test_fixed_names_do_not_plan(fresh_planner):
@@ -229,7 +232,8 @@ def test_forced_rejects_unknown_plans():
 # ----------------------------------------------------------------------------------------------
 # Conformance of every plan the planner may choose
 
-PLANS = [(tile, layout, chunk) for tile in (4, 2, 6) for layout in winograd.LAYOUTS[tile] for chunk in (None, 1)]
+# chunk 2: several chunks and a smaller last one for the fuzz's batches of 3 (its own buffers)
+PLANS = [(tile, layout, chunk) for tile in (4, 2, 6) for layout in winograd.LAYOUTS[tile] for chunk in (None, 2)]
 
 
 def _plan_id(p):
@@ -243,9 +247,10 @@ def _is_3x3_stride1(case) -> bool:
             and k.get("dilation", 1) in (1, (1, 1)))
 
 
-# Every chunk size: values and batching. The plans with the rule's chunk: the rest as well.
-CHECKS_ALL = ("values", "batch", "fuzz_3x3", "large")
-CHECKS_RULE_CHUNK = ("layouts", "grad_outputs", "requires_grad", "deterministic", "gradcheck", "opinfo_samples")
+# Every chunk size: values, batching, the 3x3 fuzz. The plans with the rule's chunk: the rest as well.
+CHECKS_ALL = ("values", "batch", "fuzz_3x3")
+CHECKS_RULE_CHUNK = ("large", "layouts", "grad_outputs", "requires_grad", "deterministic", "gradcheck",
+                     "opinfo_samples")
 
 
 def _case_as_3x3(case):
