@@ -203,7 +203,7 @@ def test_winograd_runs_and_reports_the_planned_choice(fresh_planner):
     assert torch.equal(out, out2) and winograd.last_plan()["forward"] == report["forward"]
     assert winograd.describe(x, w, padding=1) == report["forward"]
     assert winograd.describe(x[:1], w, padding=1) == "not planned yet"
-    assert "3x3 kernels only" in winograd.describe(x, torch.randn(6, 8, 5, 5), padding=1)
+    assert "3x3 kernels only" in winograd.describe(x, torch.randn(6, 8, 5, 5, dtype=x.dtype), padding=1)
 
 
 def test_fixed_names_do_not_plan(fresh_planner):
