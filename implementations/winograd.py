@@ -1,29 +1,43 @@
-"""`winograd` and `winograd_f2`: minimal filtering (Lavin & Gray 2016, "Fast Algorithms for
-Convolutional Neural Networks", arXiv:1509.09308) for 3x3 convolutions at stride 1, dilation 1.
+"""`winograd` (planned) and `winograd_f2` (fixed): minimal filtering (Lavin & Gray 2016, "Fast
+Algorithms for Convolutional Neural Networks", arXiv:1509.09308) for 3x3 convolutions at stride 1,
+dilation 1.
 
 F(m x m, 3 x 3) computes an m x m output tile from an (m+2) x (m+2) input tile with (m+2)^2
-multiplications instead of 9 m^2: Y = A^T [(G g G^T) . (B^T d B)] A. `winograd` is F(4x4, 3x3)
-(36 products per 16 outputs, 4x fewer), `winograd_f2` is F(2x2, 3x3) (16 per 4, 2.25x fewer, and
-about 7x less rounding error: its transforms have no coefficients larger than 1).
+multiplications instead of 9 m^2: Y = A^T [(G g G^T) . (B^T d B)] A. F(2x2,3x3): 16 products per 4
+outputs (2.25x fewer), its transforms' coefficients at most 1 (~7x less rounding error than F(4x4));
+F(4x4,3x3): 36 per 16 (4x fewer); F(6x6,3x3): 64 per 36 (5.06x fewer), ~2x F(4x4)'s error.
 
-Layout: a chunk of images lives in the Winograd domain as (alpha, alpha, C, n, tile_rows, tile_cols)
-(alpha = m + 2), so each of the alpha^2 points holds a (C, tiles) matrix and the channel sum is one
-`bmm` over the points, (C_out x C_in) @ (C_in x tiles), tiles the long dimension.
-Choices, measured on the 2-core CPU (1 thread, ResNet-50 layers at batch 8; see `make bench-perf`):
-* The input and output transforms are add/sub chains (B^T: 12 ops, A^T: 10 ops per axis), run on
-  strided views of the padded input and written straight into the output. Gathering tiles into a
-  matrix and transforming with one Kronecker GEMM (B (x) B, 36x36) took 7.6 ms for the 56x56 layer's
-  input against 17 ms for the whole F.conv2d; the views need no gather at all.
-* The weights are transformed once per call by one GEMM with G (x) G (36x9) and reused by every
-  chunk; the bias is added to one Winograd point (the evaluation point 1, whose column of A^T is
-  all ones), 1/36 of the work of a pass over the output.
-* The batch is processed in chunks whose transformed input and output stay within `CHUNK_BYTES`
-  (but hold at least `MIN_TILES` tiles, so the per-point products stay matrix-sized),
-  so the temporaries are cache-sized and bounded whatever the batch.
+Names (issue #21): `winograd` plans (`winograd_plan.Planner`): on the first call of each problem it
+times its candidates, F(2x2)/F(4x4)/F(6x6) x layout x chunk (`candidates`), keeps the fastest (in
+memory, and in the JSON wisdom file `CONVBENCH_WINOGRAD_WISDOM` names) and reports it (`last_plan()`,
+`describe()`, the `last_plan` attribute of the registered functions). `winograd_f2` is the fixed
+F(2x2) nhwc plan it always was; `conv2d_winograd_f4` ("implementations.winograd:conv2d_winograd_f4")
+the fixed F(4x4) nhwc plan `winograd` was before; `forced(tile, layout, chunk)` any one plan.
+
+Two layouts of the work buffers:
+* nhwc (`_Plan`): a chunk of images in the Winograd domain is (alpha, alpha, n, tile_rows,
+  tile_cols, C), each point a (tiles, C) matrix; the transforms are add/sub chains (B^T: 12 ops,
+  A^T: 10 ops per axis) on strided views of a channels-last padded copy of the input, the last one
+  writing the output tiles in place. NCHW inputs are transposed into that copy and the output back
+  (the copies a channels_last input does not need); on NCHW views the chains ran at a fifth of the
+  speed.
+* nchw (`_Flat`): the NCHW input is read straight into m x m residue planes (space-to-depth, by
+  strided copies), where every tile element is a plane at a fixed shift of the flat index, so each
+  1-D transform is one or two batched GEMMs of the transform matrix with (planes x L) matrices;
+  the output residues are written straight into the NCHW output. No NCHW <-> NHWC copies, at the
+  price of a halo row and column of tiles computed and discarded.
+Common to both:
+* The weights are transformed once per call by one GEMM with G (x) G (alpha^2 x 9) and reused by
+  every chunk; the bias is added to one Winograd point (the evaluation point 1, whose column of A^T
+  is all ones), 1/alpha^2 of the work of a pass over the output.
+* The batch is processed in chunks; the memory rule (`_Plan`: transformed input and output within
+  `CHUNK_BYTES`, but at least `MIN_TILES` tiles, at most half the batch) gives the default chunk,
+  the planner also times half and twice it.
 * Backward (hand-written, saving only the input and the weight): grad_input is this forward on the
-  output gradient with the flipped, transposed kernel; grad_weight is accumulated in the Winograd
-  domain as one `baddbmm` per chunk of (A g A^T) with the recomputed transformed input, then mapped
-  back with G^T once.
+  output gradient with the flipped, transposed kernel (planned as its own problem); grad_weight is
+  accumulated in the Winograd domain as one `baddbmm` per chunk of (A g A^T) with the recomputed
+  transformed input, then mapped back with G^T once (planned too; never F(6x6), see
+  `GRAD_WEIGHT_INSTEAD`).
 """
 from __future__ import annotations
 
