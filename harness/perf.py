@@ -248,7 +248,8 @@ def plan_check(case: PerfCase, args, device) -> PlanCheck:
     """Force each of the planner's forward candidates on this layer and time it, interleaved with
     `winograd` itself (planned earlier in this process): the plan a machine with other relative
     costs would pick is the fastest candidate there, so the planner must be within
-    PLAN_CHECK_WITHIN of the fastest here. Candidate timings use half the usual sampling time."""
+    PLAN_CHECK_WITHIN of the fastest here. Candidate timings use half the usual sampling time; each
+    candidate's best round counts (a shared machine's slow spells only ever add time)."""
     from implementations import winograd
     x, w, b = case.tensors(device)
     fmt = torch.channels_last if args.channels_last else torch.contiguous_format
@@ -267,10 +268,11 @@ def plan_check(case: PerfCase, args, device) -> PlanCheck:
         f()  # warm-up (the planned one is planned already: this only reads the plan)
     chosen = _plan_of(fns["winograd (planned)"], "forward")
     times = {k: [] for k in calls}
-    for _ in range(max(2, args.rounds - 1)):
-        for k, f in calls.items():
-            times[k].append(_median_time(f, args.threads, args.min_run_time / 2, False))
-    med = {k: statistics.median(v) for k, v in times.items()}
+    order = list(calls)
+    for round_ in range(max(3, args.rounds)):  # the order rotates: the first timing of a round reads slow
+        for k in order[round_ % len(order):] + order[:round_ % len(order)]:
+            times[k].append(_median_time(calls[k], args.threads, args.min_run_time / 2, False))
+    med = {k: min(v) for k, v in times.items()}  # each one's best round, as the planner judges
     forced = {k: v for k, v in med.items() if k != "winograd (planned)"}
     fastest = min(forced, key=forced.get)
     return PlanCheck(case, chosen, med["winograd (planned)"], fastest, forced[fastest], forced)
