@@ -71,7 +71,7 @@ def pytest_configure(config):
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     state = getattr(config, "stash_convbench", None)
-    if not state:
+    if not state or config.option.collectonly:
         return
     counts = Counter(state["outcome"].values())
     ran = sum(counts.values())
