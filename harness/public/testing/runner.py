@@ -56,6 +56,8 @@ def _matches(expected: Expected, check_id: str) -> Optional[str]:
         return None
     items = expected.items() if isinstance(expected, Mapping) else ((e, "listed as an expected failure") for e in expected)
     for pattern, reason in items:
+        if "[" in pattern and pattern.endswith("]"):  # a pytest node id: test_x[<check id>]
+            pattern = pattern[pattern.index("[") + 1:-1]
         if pattern and (pattern == check_id or pattern in check_id):
             return f"{reason} ({pattern})" if pattern != reason else reason
     return None
@@ -160,7 +162,7 @@ class Check:
         elif self.expected and status == "ok":
             message = f"passed, though expected to fail: {self.expected}"
         return CheckResult(self.impl, self.spec.name, self.planned.label, catalog.dtype_name(dtype), self.device,
-                           status, message, self.reproduce() if status in ("failed", "xfailed") else "",
+                           status, message, self.reproduce(),
                            time.perf_counter() - t0)
 
     def __call__(self) -> None:
