@@ -159,8 +159,9 @@ def test_without_line_eviction_cold_falls_back_to_the_buffer_flush(tmp_path, mon
 
 def test_line_eviction_really_evicts():
     """Where clflush exists, re-reading a just-evicted 1 MiB buffer misses the cache: slower than
-    re-reading it warm from L2/L3 (~3.5x here; medians of 31 short reads each, interleaved, so load
-    hits both sides alike and a preemption rarely lands in a 0.1 ms read)."""
+    re-reading it warm from L2/L3 (~3.5x here). The fastest of 31 short reads each, interleaved: a
+    preemption only ever adds time, so on a loaded machine (where the medians of both read one time
+    slice, 16 ms) the minimum still shows the cache."""
     from harness.measure.evict import line_flusher, spans
     flush = line_flusher()
     if flush is None:
@@ -173,7 +174,7 @@ def test_line_eviction_really_evicts():
         t0 = time.perf_counter(); buf.sum(); warm.append(time.perf_counter() - t0)
         flush(lo, hi)
         t0 = time.perf_counter(); buf.sum(); cold.append(time.perf_counter() - t0)
-    assert statistics.median(cold) > statistics.median(warm)
+    assert min(cold) > min(warm)
 
 
 def test_cache_sizes_parse(tmp_path):

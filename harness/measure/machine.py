@@ -26,7 +26,6 @@ LOAD_PER_CORE = 1.0        # more runnable processes than cores: timed calls wai
 OTHER_CPU_PCT = 10.0       # other processes use at least this % of all CPUs
 THROTTLE_CLOCK = 0.75      # SM clock below this fraction of its maximum: throttled (nvbench)
 # NVML clock-event reasons that slow the GPU down: SW power cap, HW slowdown, SW/HW thermal, power brake
-THROTTLE_BITS = 0x4 | 0x8 | 0x20 | 0x40 | 0x80
 
 
 @dataclass(frozen=True)

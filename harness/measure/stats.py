@@ -16,10 +16,12 @@ from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
+
+from harness.config import Timing
 from scipy.stats import binom
 
 CONFIDENCE = 0.95
-MIN_SAMPLES = 10          # pyperf-style "too few samples" below this (also Timing.min_samples' default)
+MIN_SAMPLES = Timing().min_samples  # "too few samples" below this, unless a timing says otherwise
 MAX_CI_HALF_WIDTH = 0.05  # the median's 95% interval reaches further than 5% of it: the median is not known
 MAX_STD_OF_MEAN = 0.10    # pyperf: the standard deviation is >= 10% of the mean
 MAX_FROM_MEAN = 0.50      # pyperf: the minimum or the maximum is >= 50% away from the mean

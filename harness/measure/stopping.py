@@ -13,6 +13,8 @@ from harness.config import Method, Timing
 
 from .stats import TimingResult
 
+DEFAULT = Timing()  # the criteria's defaults are the config's (harness.config is their one source)
+
 
 class Criterion(Protocol):
     def met(self, samples: Sequence[float], elapsed: float) -> bool: ...
@@ -21,7 +23,7 @@ class Criterion(Protocol):
 @dataclass(frozen=True)
 class MinTime:
     """Sample for at least this many seconds (torch.utils.benchmark's min_run_time)."""
-    seconds: float = 0.1
+    seconds: float = DEFAULT.min_run_time
 
     def met(self, samples, elapsed):
         return elapsed >= self.seconds
@@ -30,7 +32,7 @@ class MinTime:
 @dataclass(frozen=True)
 class MinSamples:
     """At least this many samples (nvbench's min_samples): spread and an interval need several."""
-    n: int = 10
+    n: int = DEFAULT.min_samples
 
     def met(self, samples, elapsed):
         return len(samples) >= self.n
@@ -39,7 +41,7 @@ class MinSamples:
 @dataclass(frozen=True)
 class IqrBelow:
     """IQR / median below a threshold (torch.utils.benchmark's adaptive_autorange rule)."""
-    threshold: float = 0.1
+    threshold: float = DEFAULT.threshold
 
     def met(self, samples, elapsed):
         if len(samples) < 4:
@@ -52,7 +54,7 @@ class IqrBelow:
 class CiWithin:
     """The median's 95% interval within +-max_noise of the median (nvbench's noise criterion, with the
     order-statistic interval in place of the standard deviation)."""
-    max_noise: float = 0.02
+    max_noise: float = DEFAULT.max_noise
 
     def met(self, samples, elapsed):
         return TimingResult(tuple(samples)).noise <= self.max_noise
@@ -62,7 +64,7 @@ class CiWithin:
 class Stopping:
     """Stop when every criterion is met (`done`), or at `cap_s` seconds whatever (`capped`)."""
     criteria: tuple[Criterion, ...] = (MinTime(), MinSamples())
-    cap_s: float = 0.5
+    cap_s: float = DEFAULT.max_run_time
 
     def done(self, samples, elapsed) -> bool:
         return all(c.met(samples, elapsed) for c in self.criteria)

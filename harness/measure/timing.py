@@ -28,7 +28,7 @@ from harness.config import Timing
 
 from .clocks import clock_for, synchronize
 from .flush import Flusher
-from .stats import TimingResult
+from .stats import MIN_SAMPLES, TimingResult
 from .stopping import Stopping, stopping_for
 
 __all__ = ["Budget", "CaseTimeout", "Rounds", "TimingResult", "deadline", "sample", "time_call", "time_cold",
@@ -105,7 +105,7 @@ BLOCK_S = 1e-4  # a warm sample lasts at least this long: calls shorter than tha
                 # it, and 1 ms blocks read ~9% slower than single calls at load 7 on 2 cores.
 
 
-def block_size(fn: Callable[[], Any], clock, stopping: Stopping, min_samples: int = 10,
+def block_size(fn: Callable[[], Any], clock, stopping: Stopping, min_samples: int = MIN_SAMPLES,
                once: Optional[float] = None) -> int:
     """Calls per warm sample: enough for BLOCK_S, few enough that min_samples blocks fit the cap.
     `once`: a call's time if already known (the last warm-up call), else one call is timed."""
@@ -118,7 +118,7 @@ def block_size(fn: Callable[[], Any], clock, stopping: Stopping, min_samples: in
 
 
 def sample(fn: Callable[[], Any], clock, stopping: Stopping, *, block: int = 1,
-           prepare: Optional[Callable[[], Any]] = None, min_samples: int = 10) -> TimingResult:
+           prepare: Optional[Callable[[], Any]] = None, min_samples: int = MIN_SAMPLES) -> TimingResult:
     """Time `block` calls per sample until `stopping` is done or capped. `prepare` (a cache flush)
     runs before each sample, outside the clock. At least one sample is always taken. Elapsed time is
     `clock.now()` (wall time, flushes included), so a fake clock drives the whole loop."""
