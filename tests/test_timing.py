@@ -77,11 +77,14 @@ def big_first_workspace(x, w, b=None, **kw):
 
 # ------------------------------------------------------------------------------------------ cold/warm
 def test_cold_is_much_slower_than_warm_for_an_implementation_living_in_cache():
-    """Real calls, so only what holds on a loaded machine: cold clearly slower, min_samples each."""
+    """Real calls, so only what holds on a loaded machine: min_samples each, and the fastest cold call
+    clearly slower than the fastest warm one (preemptions only add time, so minima keep the cache's
+    effect where a loaded machine's medians blur it: 2.7-6.9x here at load 6 on 2 cores, medians
+    1.4-2.9x; ~3.5x quiet)."""
     r = run_case(keeps_a_buffer, TINY, settings(cache=Cache.both), CPU)["forward"]
     assert r.status == "ok", r.message
     assert r.cold.n_runs >= 10 and r.timing.n_runs >= 10
-    assert r.cold.median > 1.5 * r.timing.median, (r.cold.median, r.timing.median)
+    assert min(r.cold.samples) > 1.5 * min(r.timing.samples), (r.cold.samples, r.timing.samples)
 
 
 def test_cold_samples_evict_what_the_implementation_keeps():
