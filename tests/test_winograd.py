@@ -275,8 +275,10 @@ def _as_3x3(check):
     return dataclasses.replace(check, planned=dataclasses.replace(check.planned, case=_case_as_3x3(case)))
 
 
-@pytest.mark.parametrize("plan", PLANS, ids=_plan_id)
+@pytest.mark.parametrize("plan", [p if p[2] is None else pytest.param(p, marks=pytest.mark.slow) for p in PLANS],
+                         ids=_plan_id)
 def test_every_plan_passes_conformance(plan):
+    """Every plan the planner may choose (chunk 2 variants: `make test-slow`)."""
     from harness.public.testing import plan as plan_checks
     tile, layout, chunk = plan
     fn = winograd.forced(tile, layout, chunk)
