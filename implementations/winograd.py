@@ -604,7 +604,7 @@ def candidates(x: torch.Tensor, c_out: int, padding, groups: int, tiles=(4, 2, 6
 def _problem_key(kind: str, x: torch.Tensor, other_shape, padding, groups: int) -> str:
     layout = "channels_last" if _is_channels_last(x) else "strided"
     return (f"{kind} x={tuple(x.shape)} {tuple(other_shape)} pad={tuple(padding)} g={groups} "
-            f"{str(x.dtype).replace('torch.', '')} {x.device.type} {layout} threads={torch.get_num_threads()}")
+            f"{str(x.dtype).replace('torch.', '')} {x.device} {layout} threads={torch.get_num_threads()}")
 
 
 def _macs(x, c_out, padding, groups) -> int:

@@ -146,7 +146,8 @@ class Planner:
         path = self.wisdom_path()
         if not path:
             return
-        data = self._read_wisdom()  # re-read: another process may have added plans meanwhile
+        data = self._read_wisdom()  # re-read: another process may have added plans meanwhile (two
+        # writing at once: the file stays whole, os.replace is atomic, but one's new plan may be lost)
         data["machines"].setdefault(machine, {})[key] = {**decision.choice.to_json(), "times_ms": decision.times_ms}
         folder = os.path.dirname(os.path.abspath(path))
         os.makedirs(folder, exist_ok=True)
