@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import torch
 
+from harness.measure.integrity import InputGuard
+
 from .cases import Case, make_tensors
 from .compare import assert_matches, reductions, reference
 
@@ -17,13 +19,18 @@ def values(fn, case: Case, dtype: torch.dtype, device: str, seed: int = 0) -> No
     shape = reference(x, w, b, case.kwargs)[0].shape  # inputs is then judged on what it was given
     grad_out = torch.randn(shape, generator=gen, dtype=torch.float64).to(device, dtype)
     ref, gx, gw, gb = reference(x, w, b, case.kwargs, grad_out)
+    guard = InputGuard(x=x, weight=w, bias=b, grad_out=grad_out)
     out = fn(x, w, b, **case.kwargs)
     assert isinstance(out, torch.Tensor), f"returned a {type(out).__name__}, not a tensor"
+    changed = guard.changes()  # a wrong value would otherwise be all it says
+    assert not changed, "; ".join(changed)
     assert out.device == x.device, f"output on {out.device}, input on {x.device}"
     red = reductions(case, ref.shape)
     assert_matches(out, ref, dtype, red["out"], "forward")
     assert out.requires_grad, "the output does not require grad: the result is detached from the inputs"
     out.backward(grad_out)
+    changed = guard.changes("by the backward")
+    assert not changed, "; ".join(changed)
     assert_matches(x.grad, gx, dtype, red["grad_input"], "grad_input")
     assert_matches(w.grad, gw, dtype, red["grad_weight"], "grad_weight")
     if b is not None:
