@@ -181,3 +181,50 @@ def test_the_package_list_names_every_package_folder():
             found.add(mapped)
     found |= {"harness.conf", "harness.conf.suite", "harness.conf.launcher", "hydra_plugins"}
     assert set(tool["packages"]) == found
+
+
+# Each planted bug of tests/plugins/broken_convs.py (the harness's verdict tests) against a few of the
+# suite's checks: (checks, a phrase the first failure must hold). The whole suite on each is in the report.
+PLANTED = {
+    "broken_raises": (["values"], "RuntimeError: deliberate failure"),
+    "broken_values": (["values"], "forward: ||out - ref|| / ||ref||"),
+    "broken_shape": (["values"], "forward: shape"),
+    "broken_dtype": (["values"], "forward: dtype torch.float64 != torch.float32"),
+    "broken_nan": (["values"], "non-finite values"),
+    "broken_detached": (["values"], "does not require grad"),
+    "broken_hangs": (["call_forms"], "CheckTimeout"),
+    "broken_swallows": (["call_forms"], "CheckTimeout"),
+    "sneaky_relu_into_x": (["values"], "x was modified in place by the call"),
+    "sneaky_scales_weight": (["values"], "weight was modified in place by the call"),
+    "sneaky_zeroes_bias": (["values"], "bias was modified in place by the call"),
+    "sneaky_scales_grad_out": (["values"], "grad_out was modified in place by the backward"),
+    "sneaky_aliases_x": (["independent"], "shares memory with x"),
+    "flaky_every_other_call": (["repeat"], "[call 2"),
+    "stale_after_many_calls": (["gradcheck"], "Jacobian mismatch"),
+    "imprecise_within_tolerance": (["values"], "||out - ref|| / ||ref||"),  # harness: ok, within 1e-4
+}
+
+
+@pytest.fixture(scope="module")
+def planted():
+    """The planted implementations by name, registered only while these tests run (other tests list
+    `implementations.names()` as the built-ins)."""
+    from implementations import registry
+    before = dict(registry._registry)
+    sys.path.insert(0, str(REPO / "tests" / "plugins"))
+    try:
+        import broken_convs  # noqa: F401  (registers them)
+        yield {name: registry._registry[name] for name in PLANTED}
+    finally:
+        sys.path.remove(str(REPO / "tests" / "plugins"))
+        registry._registry.clear()
+        registry._registry.update(before)
+
+
+@pytest.mark.parametrize("name", list(PLANTED))
+def test_every_planted_bug_fails_the_suite(planted, name):
+    checks, phrase = PLANTED[name]
+    hangs = name in ("broken_hangs", "broken_swallows")
+    r = check_conv2d(planted[name], devices=["cpu"], dtypes=["float32"], checks=checks, timeout_s=0.5 if hangs else None)
+    assert r.failed, r.summary()
+    assert phrase in r.failed[0].message, r.failed[0].message
