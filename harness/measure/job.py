@@ -52,6 +52,14 @@ def shape_columns(s: Shape) -> dict:
                 dilation=pair_str(s.dilation), groups=s.groups, bias=s.bias, count=s.count)
 
 
+def _plan_for(plan: str, pass_: str) -> str:
+    """A 'forward: ...; grad_input: ...; grad_weight: ...' plan, cut to the parts of one pass."""
+    parts = [p for p in plan.split("; ") if p]
+    if any(":" in p for p in parts):
+        parts = [p for p in parts if p.startswith("forward") == (pass_ == "forward")]
+    return "; ".join(parts)
+
+
 def make_row(base: dict, s: Shape, pass_: str, r: PassResult, tol: float, peak: float) -> Row:
     """One table row: the job's columns, the shape's, and what the pass found."""
     row = Row(**base, **shape_columns(s), pass_=pass_, status=r.status, message=r.message, tol=tol,
@@ -61,6 +69,9 @@ def make_row(base: dict, s: Shape, pass_: str, r: PassResult, tol: float, peak: 
         row.correct, row.rel_err, row.max_abs_err = v.correct, v.rel_err, v.max_abs_err
         row.checked_calls, row.deterministic, row.repeat_max_diff = v.calls, v.deterministic, v.repeat_max_diff
     row.first_call_s = r.first_call_s
+    plan = _plan_for(r.plan, pass_)
+    if plan and row.status == Status.ok and not row.message:
+        row.message = "ran " + plan  # which plan a planning implementation chose (winograd)
     t = r.timing
     if t is not None:
         row.time_median_s, row.time_iqr_s, row.n_runs, row.samples = t.median, t.iqr, t.n_runs, t.samples_json

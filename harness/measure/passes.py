@@ -67,6 +67,7 @@ class PassResult:
     gpu: Optional[GpuReading] = None            # SM clock and throttling while timed (CUDA)
     notes: list = field(default_factory=list)   # why a timing is missing or short (-> noisy_reason)
     concurrent: bool = False   # another job used the device while this pass was timed
+    plan: str = ""             # what the implementation says it ran (its `last_plan()` hook: winograd's plan)
     done: bool = False
 
     def fail(self, status: Status, message: str) -> None:
@@ -186,6 +187,16 @@ def time_pass(call: Callable[[], Any], settings: CaseSettings, where: Where, r: 
     r.concurrent = before or (where.claim is not None and where.claim.busy(since=t0))
 
 
+def plan_of(fn: Callable) -> str:
+    """What an implementation with a `last_plan()` hook says its latest call ran ('' without one, or
+    if the hook fails: it is the implementation's code)."""
+    hook = getattr(fn, "last_plan", None)
+    try:
+        return str(hook())[:300] if callable(hook) else ""
+    except Exception:
+        return ""
+
+
 def _judged(r: PassResult, checks: RepeatedChecks) -> None:
     """The pass's verdict so far (the worst checked call decides), so a later timeout keeps it."""
     r.verdict = checks.verdict()
@@ -222,6 +233,7 @@ def _calls_of_a_pass(fn: Callable, call: Callable, named: Callable, checks: Repe
         time_pass(call, settings, where, r, calls_after=1 if after else 0, operands=checks.guard.live.values(), fn=fn,
                   vendor=vendor)
         _check_after_timing(call, named, checks, after)
+        r.plan = plan_of(fn)
         r.done = True
     _judged(r, checks)
     return first
