@@ -20,7 +20,8 @@ from harness.measure import stopping
 from harness.measure.flush import Flusher, parse_size as _parse_size, cpu_llc_bytes
 from harness.measure.passes import CaseSettings, run_case
 from harness.measure.stats import TimingResult, ci_ranks
-from harness.measure.timing import sample, time_call, time_cold
+from harness.measure.stats import vendor_ratios
+from harness.measure.timing import sample, time_call, time_cold, time_rounds
 
 from faketime import FakeTime
 
@@ -101,8 +102,8 @@ def test_cold_flush_is_never_timed(monkeypatch):
     fake = FakeTime().install(monkeypatch)
     t = time_cold(lambda: fake.spend(1e-6), Timing(min_run_time=0.01, cold_min_run_time=0.01, min_samples=5), CPU,
                   flush=lambda: fake.spend(0.05))
-    assert t.n_runs == 5 and fake.prepares == 5 and t.median == pytest.approx(1e-6)
-    assert fake.t == pytest.approx(5 * 0.050001)
+    assert t.n_runs == 5 and fake.prepares == 5 and t.median == pytest.approx(2e-6)  # the call and FakeClock.CALL_S
+    assert fake.t == pytest.approx(5 * 0.050002)
 
 
 def test_cold_hands_each_result_to_the_flush_before_it_is_freed(monkeypatch):
@@ -292,14 +293,14 @@ def test_sampling_stops_when_min_time_and_min_samples_are_both_met(monkeypatch):
     fast = sample(lambda: fake.spend(0.001), fake.clock(), rule)       # min_run_time decides
     assert fast.n_runs == 100 and not fast.capped
     slow = sample(lambda: fake.spend(0.03), fake.clock(), rule)        # min_samples decides
-    assert slow.n_runs == 10 and not slow.capped and fake.t == pytest.approx(0.1 + 0.3)
+    assert slow.n_runs == 10 and not slow.capped and fake.t == pytest.approx(0.1 + 0.3, abs=1e-3)
 
 
 def test_the_cap_stops_before_a_sample_would_overrun_it(monkeypatch):
     fake = FakeTime().install(monkeypatch)
     rule = stopping.stopping_for(Timing(min_run_time=0.1, min_samples=10, max_run_time=0.5))
     t = sample(lambda: fake.spend(0.12), fake.clock(), rule)
-    assert t.capped and t.n_runs == 4 and fake.t == pytest.approx(0.48)  # a 5th would end at 0.6 > 0.5
+    assert t.capped and t.n_runs == 4 and fake.t == pytest.approx(0.48, abs=1e-3)  # a 5th would end at 0.6 > 0.5
     assert "only 4 samples" in t.unstable[0]
     tight = sample(lambda: fake.spend(0.01), fake.clock(), rule.within(0.05))  # what is left of a budget
     assert tight.capped and tight.n_runs == 4
@@ -328,7 +329,8 @@ def test_a_pass_times_warm_then_cold_within_its_budget_shares(monkeypatch):
     the checked call after them is set aside, cold 90% of what then remains: with a 0.02 s call
     under a 1 s budget every call fits, and the checked call after the timings still does."""
     fake = FakeTime().install(monkeypatch)
-    timing = Timing(min_run_time=0.1, max_run_time=10.0, min_samples=10, cold_min_run_time=0.02)
+    timing = Timing(min_run_time=0.1, max_run_time=10.0, min_samples=10, cold_min_run_time=0.02, repeats=1,
+                    vs_vendor=False)
     s = CaseSettings(torch.float32, ("forward",), timing, threads=1, budget_s=1.0, seed=0)
     calls = []
     conv = fake.conv(0.02)
@@ -340,7 +342,7 @@ def test_a_pass_times_warm_then_cold_within_its_budget_shares(monkeypatch):
     r = run_case(counted, TINY, s, CPU)["forward"]
     assert r.status == "ok", r.message
     assert r.timing.n_runs == 10 and r.cold.n_runs == 10 and fake.prepares == 10
-    assert r.timing.median == pytest.approx(0.02) and r.cold.median == pytest.approx(0.02)
+    assert r.timing.median == pytest.approx(0.02, abs=1e-5) and r.cold.median == pytest.approx(0.02, abs=1e-5)
     assert fake.t < 1.0  # first, memory, warm-up, 10 warm, 10 cold, the checked call after: 24 calls
     assert len(calls) == 24
 
@@ -356,6 +358,31 @@ def test_a_slow_call_gets_a_short_timing_not_a_timeout(monkeypatch):
     assert r.timing is not None and r.verdict.calls == 3
     assert r.timing.capped and r.timing.n_runs < 10 and "only" in r.timing.unstable[0]
     assert fake.t <= 1.0
+
+
+def test_warm_rounds_interleave_the_vendor_and_give_its_ratio(monkeypatch):
+    """Three rounds: each a short warm timing of the implementation, then of the vendor (torch's own
+    conv) on the same inputs; the row gets the rounds' medians and the ratio per round."""
+    fake = FakeTime().install(monkeypatch)
+    order = []
+    timing = Timing(min_run_time=0.03, min_samples=9, repeats=3)
+    rounds = time_rounds(lambda: (order.append("impl"), fake.spend(0.002)), lambda: (order.append("vendor"), fake.spend(0.001)),
+                         timing, CPU)
+    assert len(rounds.timing.rounds) == 3 and len(rounds.vendor) == 3
+    assert rounds.timing.n_runs >= 9 and rounds.timing.median == pytest.approx(0.002, abs=1e-5)
+    assert vendor_ratios(rounds.timing.rounds, rounds.vendor) == pytest.approx([2.0] * 3, rel=1e-2)
+    switches = sum(a != b for a, b in zip(order, order[1:]))
+    assert switches == 5  # impl, vendor, impl, vendor, impl, vendor
+
+
+def test_a_vendor_that_cannot_run_leaves_the_timing_without_a_ratio(monkeypatch):
+    fake = FakeTime().install(monkeypatch)
+
+    def refuses():
+        raise RuntimeError("no float16 here")
+
+    rounds = time_rounds(lambda: fake.spend(0.001), refuses, Timing(min_run_time=0.03, repeats=3), CPU)
+    assert rounds.vendor == () and len(rounds.timing.rounds) == 3
 
 
 def test_the_budget_interrupts_a_pass_in_virtual_time(monkeypatch):
