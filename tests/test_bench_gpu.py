@@ -132,5 +132,5 @@ def test_every_cuda_only_test_carries_the_cuda_marker():
                     found += 1
                     if "pytest.mark.cuda" not in decorators:
                         unmarked.append(f"{path.name}::{node.name}")
-    assert found >= 5, found  # conformance (2), errors, fft, unfold/loop
+    assert found >= 4, found  # conformance (all its CUDA checks in one test since convbench.testing), errors, fft, unfold/loop
     assert not unmarked, f"CUDA-only tests without @pytest.mark.cuda: {unmarked}"
