@@ -212,11 +212,13 @@ def planted():
     from implementations import registry
     before = dict(registry._registry)
     sys.path.insert(0, str(REPO / "tests" / "plugins"))
+    sys.modules.pop("broken_convs", None)  # a module left imported would not register them again
     try:
         import broken_convs  # noqa: F401  (registers them)
         yield {name: registry._registry[name] for name in PLANTED}
     finally:
         sys.path.remove(str(REPO / "tests" / "plugins"))
+        sys.modules.pop("broken_convs", None)
         registry._registry.clear()
         registry._registry.update(before)
 

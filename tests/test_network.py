@@ -34,6 +34,7 @@ def plugins_on_path():
     module only: left registered, a test elsewhere looping over implementations.names() would hang."""
     from implementations import registry
     sys.path.insert(0, str(PLUGINS))
+    sys.modules.pop("broken_convs", None)  # imported (and unregistered) by an earlier module: register again
     try:
         import broken_convs  # noqa: F401
         yield
