@@ -184,16 +184,17 @@ def test_ray_options_follow_the_device():
 
 @pytest.mark.slow
 def test_submitit_local_gives_each_job_one_gpu_of_the_parents_mask(tmp_path):
-    """A "GPU machine" (torch.cuda.device_count patched to 2 by the plug-in the driver imports) whose
-    parent mask is 5,7: four device=auto jobs each see exactly one of 5 and 7, two of them each."""
+    """A "GPU machine" (torch.cuda.device_count patched to 2 in every process, by a sitecustomize:
+    plug-ins are imported only in the workers now, never by the driver that hands out the masks) whose
+    parent mask is 5,7: four device=auto jobs each see exactly one of 5 and 7, two of them each. The
+    implementation runs in each job's worker, which gets the job's environment."""
+    (tmp_path / "sitecustomize.py").write_text("import torch\ntorch.cuda.device_count = lambda: 2\n")
     (tmp_path / "gpu_seen.py").write_text(
         "import os, torch, torch.nn.functional as F, implementations\n"
-        "torch.cuda.device_count = lambda: 2\n"
         "@implementations.register('seen')\n"
         "def seen(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):\n"
-        "    from hydra.core.hydra_config import HydraConfig\n"
         "    with open(os.environ['SEEN_FILE'], 'a') as f:\n"
-        "        f.write(f\"{HydraConfig.get().job.num} {os.environ.get('CUDA_VISIBLE_DEVICES')}\\n\")\n"
+        "        f.write(f\"{os.environ.get('SUBMITIT_LOCAL_JOB_ID')} {os.environ.get('CUDA_VISIBLE_DEVICES')}\\n\")\n"
         "    return F.conv2d(input, weight, bias, stride, padding, dilation, groups)\n")
     seen = tmp_path / "seen.txt"
     env = dict(os.environ, CUDA_VISIBLE_DEVICES="5,7", SEEN_FILE=str(seen),
