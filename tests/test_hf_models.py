@@ -90,7 +90,15 @@ def test_swap_every_conv_check(tmp_path):
     f64 = df[df.dtype == "float64"]
     assert f64["correct"].all() and (f64["rel_err"] <= 1e-10).all(), f64[["impl", "pass", "rel_err", "message"]]
     direct = df[df.impl.isin(["loop", "unfold", "cudnn"])]
-    assert (direct["status"] == "ok").all(), direct[direct.status != "ok"][["impl", "dtype", "pass", "message"]]
+    f64 = direct[direct.dtype == "float64"]
+    assert (f64["status"] == "ok").all(), f64[f64.status != "ok"][["impl", "dtype", "pass", "message"]]
+    # float32: the untouched model's own error (cudnn is F.conv2d, what nn.Conv2d runs) depends on the CPU's
+    # kernels: 9.5e-05 on one 2-core VM, 9.2e-03 in forward+backward on an AVX-512/AMX Xeon. The direct
+    # implementations must stay within a few times of it, not within a tolerance the model itself misses.
+    f32 = direct[direct.dtype == "float32"]
+    own = f32[f32.impl == "cudnn"].set_index("pass")["rel_err"]
+    for r in f32.to_dict("records"):
+        assert r["rel_err"] <= max(r["tol"], 3 * own[r["pass"]]), (r["impl"], r["pass"], r["rel_err"], own[r["pass"]])
     bad = df["status"].isin(["incorrect", "error"]).any()
     assert proc.returncode == (1 if bad else 0), proc.stderr[-3000:]
     assert (tmp_path / "net" / "report.html").exists()
