@@ -38,7 +38,7 @@ from .env import environment
 from .machine import survey, warn
 from .passes import CaseSettings, PassResult, torch_settings
 from .peak import peak_gflops
-from .stats import vendor_ratios
+from .stats import values_json, vendor_ratios
 from .supervise import Supervisor
 from .worker import InProcess, WorkerSpec
 
@@ -82,7 +82,7 @@ def make_row(base: dict, s: Shape, pass_: str, r: PassResult, tol: float, peak: 
             ratios = vendor_ratios(t.rounds, r.vendor_rounds)
             row.vendor_median_s = statistics.median(r.vendor_rounds)
             row.vs_vendor = statistics.median(ratios) if ratios else None
-            row.vs_vendor_rounds = json.dumps([float(f"{q:.6g}") for q in ratios])
+            row.vs_vendor_rounds = values_json(ratios)
     c = r.cold
     if c is not None:
         row.cold_median_s, row.cold_iqr_s, row.cold_samples = c.median, c.iqr, c.samples_json

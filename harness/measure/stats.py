@@ -28,6 +28,11 @@ MAX_FROM_MEAN = 0.50      # pyperf: the minimum or the maximum is >= 50% away fr
 PYPERF_VALUES = 20        # per-call samples are judged as at most this many block medians (pyperf "values")
 
 
+def values_json(values) -> str:
+    """A JSON list of times or ratios at 6 significant digits (how every per-sample column is stored)."""
+    return json.dumps([float(f"{v:.6g}") for v in values])
+
+
 @functools.lru_cache(maxsize=4096)
 def ci_ranks(n: int, confidence: float = CONFIDENCE) -> Optional[tuple[int, int]]:
     """0-based indices (lo, hi) into the sorted samples bounding the median with >= `confidence`;
@@ -89,7 +94,7 @@ class TimingResult:
 
     @property
     def rounds_json(self) -> Optional[str]:
-        return json.dumps([float(f"{t:.6g}") for t in self.rounds]) if self.rounds else None
+        return values_json(self.rounds) if self.rounds else None
 
     @property
     def noise(self) -> float:
@@ -124,7 +129,7 @@ class TimingResult:
 
     @property
     def samples_json(self) -> str:
-        return json.dumps([float(f"{t:.6g}") for t in self.samples])
+        return values_json(self.samples)
 
 
 def vendor_ratios(rounds, vendor) -> list[float]:
