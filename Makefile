@@ -44,7 +44,7 @@ report: $(STAMP) ## Rebuild the report of a sweep: make report DIR=results/lates
 compare: $(STAMP) ## Compare two sweeps: make compare OLD=dir NEW=dir
 	$(PY) -m harness.report.compare $(OLD) $(NEW) $(ARGS)
 
-test: $(STAMP) ## Run the quick tests (about 30 s on 2 cores once set up)
+test: $(STAMP) ## Run the quick tests (about 6 minutes on a 2-core Xeon VM once set up)
 	$(PY) -m pytest -q -m "not slow and not slurm and not ray and not networks" $(ARGS)
 
 test-slow: $(STAMP) ## Run only the slow tests (the cluster tests are test-cluster's)

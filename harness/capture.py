@@ -42,6 +42,7 @@ from torch.overrides import TorchFunctionMode
 
 from .config import Config, Shape
 from .configs import capture_dir, on_search_path
+from .table.schema import clip
 
 ROOT_PATH = "(model)"  # the path of a model that is itself one conv module
 
@@ -261,7 +262,7 @@ def capture(target: str, input: str | Sequence[int], kwargs: Optional[dict[str, 
             used = dev
             break
         except Exception as exc:
-            notes.append(f"forward pass on {dev} failed: {type(exc).__name__}: {str(exc)[:300]}")
+            notes.append(f"forward pass on {dev} failed: {clip(f'{type(exc).__name__}: {exc}', 300)}")
     if calls is None:
         raise CaptureError(f"{target}: the forward pass on a {','.join(map(str, sizes))} input failed ({'; '.join(notes)}). "
                            "Is --input the shape this model expects (e.g. 1,3,224,224)?")

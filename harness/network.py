@@ -43,20 +43,21 @@ from torch import nn
 import implementations
 
 from .capture import CaptureError, add_model_arguments, build_model, first_tensor, parse_input, parse_kwargs, suite_name
-from .config import Timing, check_impl, import_plugins
+from .config import Cache, DType, Timing, import_plugins
 from .finish import STRICT_FAILURES, build_report
 from .measure import guard
 from .measure.check import check_tensors, tolerance
+from .measure.job import pass_row
+from .measure.passes import CaseSettings, PassResult, PassContext, fail_rest, judge, time_pass
 from .measure.devices import absent_reason, resolve
 from .measure.env import environment
 from .measure.names import check_impls
 from .measure.supervise import UNBUDGETED_S, call_isolated, grace
-from .measure.timing import CaseTimeout, deadline, time_call
+from .measure.timing import CaseTimeout, deadline
 from .table.collect import write_results
 from .table.row import Row
-from .table.schema import Status, frame
+from .table.schema import Status, clip, frame
 
-DTYPES = {"float64": torch.float64, "float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 LAYER = "(whole model)"
 FORWARD, TRAIN = "forward", "forward+backward"
 
@@ -70,8 +71,13 @@ class Options:
     plugins: tuple[str, ...] = ()
     seed: int = 0
     threads: Optional[int] = 1
-    budget_s: float = 60.0          # per implementation, dtype and pass: check + timing
-    min_run_time: float = 0.1       # timing.min_run_time
+    budget_s: float = 60.0   # per implementation, dtype and pass (a sweep's case has 2 s: a whole model is more)
+    min_run_time: float = Timing.min_run_time
+
+    def timing(self) -> Timing:
+        """The harness's timing with this check's sampling time: warm only, in one round (a whole
+        model is timed for scale, beside its verdict; no vendor to set it against)."""
+        return Timing(min_run_time=self.min_run_time, cache=Cache.warm, repeats=1, vs_vendor=False)
 
 
 OPTION_KEYS = {"impl", "dtype", "device", "plugins", "seed", "threads", "budget_s", "timing.min_run_time"}
@@ -89,8 +95,8 @@ def split_words(words: Sequence[str]) -> tuple[Options, list[str]]:
             continue
         items = tuple(v for v in value.strip("[]").split(",") if v)
         if key in ("impl", "dtype", "plugins"):
-            if key == "dtype" and (bad := [d for d in items if d not in DTYPES]):
-                raise CaptureError(f"dtype={value}: unknown {', '.join(bad)}; use {', '.join(DTYPES)}")
+            if key == "dtype" and (bad := [d for d in items if d not in DType.__members__]):
+                raise CaptureError(f"dtype={value}: unknown {', '.join(bad)}; use {', '.join(DType.__members__)}")
             setattr(opts, key, items)
         elif key == "device":
             opts.device = value
@@ -146,115 +152,53 @@ def reference(model: nn.Module, sizes: tuple[int, ...], dtype: torch.dtype, devi
     return Reference(x, proj, out.detach(), grads)
 
 
-ZERO_GRADIENT = 1e-12  # a float64 reference this small against all gradients together is rounding noise
-
-
-def zero_gradients(refs: dict[str, torch.Tensor]) -> tuple[set[str], float]:
-    """(names of analytically zero gradients, the norm of all gradients together). A gradient whose float64
-    reference is rounding noise (an attention key bias: softmax ignores a constant shift) has no relative
-    error to speak of, noise over noise; its error is measured against all gradients' norm instead."""
-    norms = {k: float(torch.linalg.vector_norm(r)) for k, r in refs.items()}
-    scale = sum(n * n for n in norms.values()) ** 0.5
-    if len(refs) < 2 or scale == 0:
-        return set(), scale
-    return {k for k, n in norms.items() if n <= ZERO_GRADIENT * scale}, scale
-
-
-def _against_scale(name: str, got: Any, ref: torch.Tensor, scale: float, tol: float) -> tuple[float, float, str]:
-    """(error relative to `scale`, max abs error, problem or '') for an analytically zero gradient."""
-    if not isinstance(got, torch.Tensor) or tuple(got.shape) != tuple(ref.shape):
-        return float("inf"), float("nan"), f"{name}: no gradient, or one of the wrong shape"
-    diff = got.detach().to(ref.device, torch.float64) - ref
-    if not bool(torch.isfinite(diff).all()):
-        return float("inf"), float("nan"), f"{name}: NaN or Inf values"
-    rel, max_abs = float(torch.linalg.vector_norm(diff)) / scale, float(diff.abs().max()) if diff.numel() else 0.0
-    problem = "" if rel <= tol else (f"{name}: error {rel:.3g} of all gradients' norm > tolerance {tol:.3g} "
-                                     "(its reference is zero)")
-    return rel, max_abs, problem
-
-
-def _status_of(exc: BaseException) -> tuple[Status, str]:
-    if isinstance(exc, CaseTimeout):
-        return Status.timeout, str(exc)
-    if isinstance(exc, implementations.Unsupported):
-        return Status.unsupported, f"{type(exc).__name__}: {exc}"[:500]
-    return Status.error, f"{type(exc).__name__}: {exc}"[:500]
-
-
 def check_impl_on_model(model: nn.Module, impl: str, ref: Reference, dtype: torch.dtype, device: torch.device,
                         opts: Options) -> tuple[dict[str, Row], int, int]:
-    """The forward and forward+backward rows of one implementation in one dtype (status, errors, times)."""
-    rows = {p: Row(pass_=p, tol=tolerance(dtype)) for p in (FORWARD, TRAIN)}
-    timing = Timing(min_run_time=opts.min_run_time)
+    """The forward and forward+backward rows of one implementation in one dtype, through the harness's
+    pass machinery (harness.measure.passes): each pass under its own budget, judged by `check_tensors`
+    (an analytically zero gradient against all gradients' norm), timed by `time_pass`, and whatever
+    is raised mapped to a status by `fail_rest`. What is special here is the callable: a whole
+    swapped model, built inside the forward's budget."""
+    settings = CaseSettings(dtype, (FORWARD, TRAIN), opts.timing(), opts.threads or torch.get_num_threads(),
+                            opts.budget_s, opts.seed)
+    res = {FORWARD: PassResult(), TRAIN: PassResult()}
     swapped = skipped = 0
-
-    def verdict(row: Row, got: dict, refs: dict) -> None:
-        zero, scale = zero_gradients(refs)
-        v = check_tensors({k: got.get(k) for k in refs if k not in zero}, {k: r for k, r in refs.items() if k not in zero},
-                          dtype, device)
-        rel, max_abs, problems = v.rel_err, v.max_abs_err, [v.message] if v.message else []
-        for k in zero:
-            k_rel, k_abs, problem = _against_scale(k, got.get(k), refs[k], scale, tolerance(dtype))
-            rel, max_abs = max(rel, k_rel), max(max_abs, k_abs) if max_abs == max_abs else k_abs
-            problems += [problem] if problem else []
-        message = "; ".join(problems)
-        row.correct = not problems
-        row.status = Status.ok if row.correct else Status.incorrect
-        row.rel_err, row.max_abs_err = rel, max_abs
-        row.message = message if len(message) <= 500 else message[:497] + "..."
-
-    def time_it(row: Row, fn) -> None:
-        t = time_call(fn, timing, device, opts.threads)
-        row.time_median_s, row.time_iqr_s, row.n_runs, row.samples = t.median, t.iqr, t.n_runs, t.samples_json
-
+    current = FORWARD
     try:
-        with deadline(opts.budget_s):
+        with deadline(opts.budget_s) as budget:
             m = copy.deepcopy(model).to(device, dtype)
             swapped, skipped = swap_convs(m, impl)
             x = ref.x.to(dtype).clone().requires_grad_()  # a copy: .to() of the same dtype would share ref.x
             out = first_tensor(m(x))
-            verdict(rows[FORWARD], {"output": out}, {"output": ref.out})
+            judge(res[FORWARD], check_tensors({"output": out}, {"output": ref.out}, dtype, device))
 
             def forward():
                 with torch.no_grad():
                     return m(x)
-            time_it(rows[FORWARD], forward)
-    except BaseException as exc:  # noqa: B902  (KeyboardInterrupt aside, everything is a row)
-        if isinstance(exc, KeyboardInterrupt):
-            raise
-        status, message = _status_of(exc)
-        if rows[FORWARD].status != Status.incorrect:
-            rows[FORWARD].status, rows[FORWARD].message = status, message
-        rows[TRAIN].status, rows[TRAIN].message = status, f"forward failed: {message}"
-        return rows, swapped, skipped
-    try:
-        with deadline(opts.budget_s):
+            time_pass(forward, settings, PassContext(device, budget=budget), res[FORWARD])
+            res[FORWARD].done = True
+        current = TRAIN
+        with deadline(opts.budget_s) as budget:
             proj = ref.proj.to(dtype)
             (out * proj).sum().backward()
-            got = {"input": x.grad}
-            got.update({f"grad {n}": p.grad for n, p in m.named_parameters()})
-            verdict(rows[TRAIN], got, ref.grads)
+            got = {"input": x.grad, **{f"grad {n}": p.grad for n, p in m.named_parameters()}}
+            judge(res[TRAIN], check_tensors(got, ref.grads, dtype, device, zero_against_all=True))
             xd = x.detach()
 
             def train_step():
                 m.zero_grad(set_to_none=True)
                 (first_tensor(m(xd)) * proj).sum().backward()
-            time_it(rows[TRAIN], train_step)
-    except BaseException as exc:  # noqa: B902
-        if isinstance(exc, KeyboardInterrupt):
-            raise
-        status, message = _status_of(exc)
-        if rows[TRAIN].status == Status.incorrect:
-            rows[TRAIN].message += f"; then {message}"
-        else:
-            rows[TRAIN].status, rows[TRAIN].message = status, message
-    return rows, swapped, skipped
+            time_pass(train_step, settings, PassContext(device, budget=budget), res[TRAIN])
+            res[TRAIN].done = True
+    except (CaseTimeout, Exception) as exc:  # anything the implementation raises is a row
+        fail_rest(res, current, exc)
+    return {p: pass_row(p, r, tolerance(dtype)) for p, r in res.items()}, swapped, skipped
 
 
 def _check_dtype(model: nn.Module, target: str, sizes: tuple[int, ...], dname: str, opts: Options,
                  device: torch.device, base: dict, console: Console) -> list[Row]:
     """The float64 reference for one dtype, then every implementation's two rows in it."""
-    dtype = DTYPES[dname]
+    dtype = DType[dname].torch
     with console.status(f"float64 reference for {dname}"):
         try:
             ref = reference(model, sizes, dtype, device, opts.seed)
@@ -281,12 +225,9 @@ def run_check(target: str, sizes: tuple[int, ...], kwargs: dict[str, Any], opts:
     (harness.measure.supervise.call_isolated) that builds the model afresh, so a crash or a patched
     torch costs that implementation's rows only and no plug-in is imported here."""
     console = console or Console(stderr=True)
-    if isolate:
-        check_impls(opts.impl, opts.plugins)
-    else:
-        import_plugins(list(opts.plugins))
-        for impl in opts.impl:
-            check_impl(impl)
+    if not isolate:
+        import_plugins(list(opts.plugins))  # here, as asked: the names are then checked in this process
+    check_impls(opts.impl, () if not isolate else opts.plugins)
     device = resolve(opts.device)
     if (reason := absent_reason(device)) is not None:
         raise CaptureError(f"device={opts.device}: {reason}")
@@ -351,7 +292,7 @@ def _isolated(target: str, sizes: tuple[int, ...], kwargs: dict[str, Any], opts:
     if crash is None:
         return rows
     return [Row(**base, impl=opts.impl[0], dtype=dname, pass_=pass_, status=Status.crashed, message=crash,
-                tol=tolerance(DTYPES[dname])) for dname in opts.dtype for pass_ in (FORWARD, TRAIN)]
+                tol=tolerance(DType[dname].torch)) for dname in opts.dtype for pass_ in (FORWARD, TRAIN)]
 
 
 def print_summary(df, console: Console) -> None:
@@ -374,7 +315,7 @@ def print_summary(df, console: Console) -> None:
                       + ", ".join(f"{d} {e:.1e}" for d, e in worst.items()), highlight=False)
     bad = df[df["status"] != "ok"]
     for row in bad.drop_duplicates(["impl", "dtype", "message"]).to_dict("records"):
-        console.print(f"  {row['status']:9} {row['impl']} {row['dtype']} {row['pass']}: {str(row['message'])[:150]}",
+        console.print(f"  {row['status']:9} {row['impl']} {row['dtype']} {row['pass']}: {clip(row['message'], 150)}",
                       markup=False, highlight=False)
 
 

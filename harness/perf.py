@@ -21,32 +21,37 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 import torch
 from omegaconf import OmegaConf
 from rich.console import Console
 from rich.table import Table
-from torch.utils.benchmark import Timer
 
 import implementations
 
-from .measure.memory import peak_bytes
+from .config import Cache, Shape, Suite, Timing
+from .configs import builtin_dir
+from .measure.cases import make_case
+from .measure.check import check_tensors, reference
 from .measure.devices import on_device
-from .measure.passes import torch_settings
+from .measure.job import plan_for_pass
+from .measure.memory import peak_bytes
+from .measure.passes import VENDOR, CaseSettings, plan_of, run_case, torch_settings
+from .measure.stats import vendor_ratios
+from .measure.timing import time_call
 
-RESNET50_SUITE = Path(__file__).resolve().parent.parent / "conf" / "suite" / "resnet50.yaml"
+PASSES = ("forward", "backward")
+BUDGET_S = 600.0  # per pass: bench-perf times every call in full (loop, k31 cudnn); a budget is for sweeps
 
 
 def resnet50_layers(kernel: int) -> list[tuple[int, int, int, int, int, int]]:
     """(c_in, c_out, k, stride, pad, h_in) of the `resnet50` suite's k x k layers: the same shapes a
-    `suite=resnet50` sweep measures, read from its config rather than copied."""
-    shapes = OmegaConf.load(RESNET50_SUITE).shapes
-    return [(x.c_in, x.c_out, x.kernel, x.get("stride", 1), x.get("padding", 0), x.h)
-            for x in shapes if x.kernel == kernel]
+    `suite=resnet50` sweep measures, read through the config schema (the built-in suite, validated)."""
+    raw = OmegaConf.load(builtin_dir() / "suite" / "resnet50.yaml")
+    suite: Suite = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(Suite), raw))
+    return [(x.c_in, x.c_out, x.kernel[0], x.stride[0], x.padding[0], x.h) for x in suite.shapes if x.kernel[0] == kernel]
 
 
 # Issue #6's FFT cases: 128x128 images, 16->16 channels, batch 4, padding k//2.
@@ -91,16 +96,14 @@ class PerfCase:
         plane = s * (s // 2 + 1) * 8
         return 3 * self.out_bytes() + plane * (self.n * self.c_in + self.c_out * self.c_in + self.n * self.c_out)
 
-    def tensors(self, device, dtype=torch.float32):
-        gen = torch.Generator().manual_seed(0)
-        x = torch.randn(self.n, self.c_in, self.h, self.h, generator=gen, dtype=dtype)
-        w = torch.randn(self.c_out, self.c_in, self.k, self.k, generator=gen, dtype=dtype) / (self.c_in * self.k ** 2) ** .5
-        b = torch.randn(self.c_out, generator=gen, dtype=dtype)
-        return x.to(device), w.to(device), b.to(device)
+    def shape(self) -> Shape:
+        return Shape(layer=self.label, n=self.n, c_in=self.c_in, h=self.h, w=self.h, c_out=self.c_out,
+                     kernel=self.k, stride=self.stride, padding=self.pad)
 
 
 @dataclass
-class Row:
+class PerfRow:
+    """One implementation's pass against cudnn on one case, as the table prints it."""
     case: PerfCase
     pass_: str
     impl_s: float
@@ -137,96 +140,55 @@ def cases(batch: int, quick: bool) -> list[PerfCase]:
     return out
 
 
-def _calls(fn, case: PerfCase, device, memory_format=torch.contiguous_format) -> dict[str, Callable[[], object]]:
-    """forward() and backward() (all three gradients from a saved graph) for one implementation."""
-    x, w, b = case.tensors(device)
-    x, w = x.contiguous(memory_format=memory_format), w.contiguous(memory_format=memory_format)
+def case_settings(args) -> CaseSettings:
+    """The harness's runner, set for bench-perf: warm timings in `--rounds` rounds, each followed by
+    cudnn on the same tensors (`timing.vs_vendor`), `--min-run-time` seconds of sampling per round."""
+    n = args.rounds
+    timing = Timing(min_run_time=args.min_run_time * n, max_run_time=max(Timing.max_run_time, 2 * args.min_run_time) * n,
+                    cache=Cache.warm, repeats=n, vs_vendor=True)
+    return CaseSettings(torch.float32, PASSES, timing, args.threads, BUDGET_S, seed=0, channels_last=args.channels_last)
+
+
+def vendor_side(case: PerfCase, settings: CaseSettings, device) -> tuple[dict[str, int], float]:
+    """cudnn's peak memory per pass and its forward error on the case's tensors (the runner times
+    cudnn beside the implementation, but measures memory and checks only the implementation)."""
+    c = make_case(case.shape(), device, settings.dtype, settings.seed, settings.channels_last)
+    leaves = [t.detach().requires_grad_() for t in (c.x, c.weight, c.bias)]
+    out = VENDOR(*leaves, **c.kwargs)
 
     def forward():
         with torch.no_grad():
-            return fn(x, w, b, case.stride, case.pad)
-
-    leaves = [t.detach().requires_grad_() for t in (x, w, b)]
-    out = fn(*leaves, case.stride, case.pad)
-    grad_out = torch.randn_like(out)
-
-    def backward():
-        return torch.autograd.grad(out, leaves, grad_out, retain_graph=True)
-
-    return {"forward": forward, "backward": backward}
+            return VENDOR(c.x, c.weight, c.bias, **c.kwargs)
+    peaks = {"forward": peak_bytes(forward, device),
+             "backward": peak_bytes(lambda: torch.autograd.grad(out, leaves, c.grad_out, retain_graph=True), device)}
+    ref_out, _ = reference(c)
+    return peaks, check_tensors({"output": forward()}, {"output": ref_out}, settings.dtype, device).rel_err
 
 
-def _warm_up(fn, device, min_run_time: float) -> tuple[bool, int]:
-    """Warm-up calls (lazy init, allocator, caches) that also measure the peak memory.
-    Returns (one call outlasts min_run_time, peak bytes). A slow call gets one warm-up only: it
-    is what dominates the script's run time, and its lazy-init share is negligible."""
-    start = time.perf_counter()
-    peak = peak_bytes(fn, device)
-    if time.perf_counter() - start > min_run_time:
-        return True, peak
-    return False, peak_bytes(fn, device)  # the steady-state figure
-
-
-def _median_time(fn, threads: int, min_run_time: float, slow: bool) -> float:
-    """blocked_autorange's median; a single call for calls longer than min_run_time (k31 cudnn
-    takes ~1 s, and autorange would add a calibration call)."""
-    timer = Timer("fn()", globals={"fn": fn}, num_threads=threads)
-    return timer.timeit(1).median if slow else timer.blocked_autorange(min_run_time=min_run_time).median
-
-
-def _errors(case: PerfCase, device, fmt) -> tuple[float, float]:
-    """Forward error of the implementation and of cudnn, relative to F.conv2d in float64."""
-    x, w, b = (t.contiguous(memory_format=fmt) if t.dim() == 4 else t for t in case.tensors(device))
-    with torch.no_grad():
-        ref = torch.nn.functional.conv2d(x.double(), w.double(), b.double(), case.stride, case.pad)
-        return tuple(((implementations.get(name)(x, w, b, case.stride, case.pad).double() - ref).norm()
-                      / ref.norm()).item() for name in (case.impl, "cudnn"))
-
-
-def measure(case: PerfCase, passes, args, device) -> list[Row]:
-    fmt = torch.channels_last if args.channels_last else torch.contiguous_format
+def measure(case: PerfCase, args, device, console: Console) -> list[PerfRow]:
+    """Both passes of one case through the harness's runner (harness.measure.passes.run_case): first
+    call (planning included), memory, checked calls and the timings in rounds beside cudnn. The ratio
+    is the median of the per-round ratios."""
     fn = implementations.get(case.impl)
-    planned = hasattr(fn, "last_plan")
-    start = time.perf_counter()
-    impl = _calls(fn, case, device, fmt)  # runs the forward once (with autograd): it plans the forward
-    first = {"forward": time.perf_counter() - start}
-    ref = _calls(implementations.get("cudnn"), case, device, fmt)
+    settings = case_settings(args)
+    res = run_case(fn, case.shape(), settings, device)
+    vendor_peaks, vendor_error = vendor_side(case, settings, device)
     rows = []
-    for pass_ in passes:
-        if planned and pass_ != "forward":
-            # the planning call, untimed and outside the warm-up: it would otherwise make the warm-up
-            # judge the implementation 'slow' (single-call timings) and count the candidates' memory
-            start = time.perf_counter()
-            impl[pass_]()
-            first[pass_] = time.perf_counter() - start
-        (slow_i, peak_i), (slow_c, peak_c) = (_warm_up(f, device, args.min_run_time) for f in (impl[pass_], ref[pass_]))
-        plan = _plan_of(fn, pass_)
+    for pass_, r in res.items():
+        if r.timing is None or not r.vendor_rounds:
+            console.print(f"  {pass_}: {r.status} {r.message}", markup=False, highlight=False)
+            continue
+        plan = plan_for_pass(r.plan, pass_)
         if pass_ == "forward" and "F(" in plan:
             case.tile = int(plan.split("F(", 1)[1].split("x", 1)[0])
-        times_i, times_c = [], []
-        for _ in range(args.rounds):  # interleaved, so load from neighbours hits both sides
-            times_i.append(_median_time(impl[pass_], args.threads, args.min_run_time, slow_i))
-            times_c.append(_median_time(ref[pass_], args.threads, args.min_run_time, slow_c))
-        ratio = statistics.median(i / c for i, c in zip(times_i, times_c))
-        rows.append(Row(case, pass_, statistics.median(times_i), statistics.median(times_c), ratio,
-                        peak_i, peak_c, case.out_bytes(),
-                        case.target.get(pass_), case.mem_target() if pass_ == "forward" else None, plan=plan,
-                        first_s=first.get(pass_) if planned else None))
-    rows[0].error, rows[0].cudnn_error = _errors(case, device, fmt)
+        ratio = statistics.median(vendor_ratios(r.timing.rounds, r.vendor_rounds))
+        rows.append(PerfRow(case, pass_, statistics.median(r.timing.rounds), statistics.median(r.vendor_rounds), ratio,
+                            r.peak_mem, vendor_peaks[pass_], case.out_bytes(), case.target.get(pass_),
+                            case.mem_target() if pass_ == "forward" else None, plan=plan,
+                            first_s=r.first_call_s if hasattr(fn, "last_plan") else None))
+    if rows and rows[0].pass_ == "forward":
+        rows[0].error, rows[0].cudnn_error = res["forward"].verdict.rel_err, vendor_error
     return rows
-
-
-def _plan_of(fn, pass_: str) -> str:
-    """The plan an implementation with a `last_plan()` hook says its latest call ran (winograd: per
-    product; the backward pass is grad_input and grad_weight), else ''."""
-    hook = getattr(fn, "last_plan", None)
-    if hook is None:
-        return ""
-    text = hook()
-    parts = dict(p.split(": ", 1) for p in text.split("; ") if ": " in p)
-    if pass_ == "forward":
-        return parts.get("forward", "")
-    return "; ".join(f"{k}: {parts[k]}" for k in ("grad_input", "grad_weight") if k in parts)
 
 
 @dataclass
@@ -251,9 +213,8 @@ def plan_check(case: PerfCase, args, device) -> PlanCheck:
     PLAN_CHECK_WITHIN of the fastest here. Candidate timings use half the usual sampling time; each
     candidate's best round counts (a shared machine's slow spells only ever add time)."""
     from implementations import winograd
-    x, w, b = case.tensors(device)
-    fmt = torch.channels_last if args.channels_last else torch.contiguous_format
-    x, w = x.contiguous(memory_format=fmt), w.contiguous(memory_format=fmt)
+    c = make_case(case.shape(), device, torch.float32, 0, args.channels_last)
+    x, w, b = c.x, c.weight, c.bias
     cands = winograd.candidates(x, case.c_out, (case.pad,) * 4, 1)
     fns = {"winograd (planned)": implementations.get("winograd")}
     fns.update({c.label(): winograd.forced(c.tile, c.layout, c.chunk) for c in cands})
@@ -266,12 +227,14 @@ def plan_check(case: PerfCase, args, device) -> PlanCheck:
     calls = {k: call(f) for k, f in fns.items()}
     for f in calls.values():
         f()  # warm-up (the planned one is planned already: this only reads the plan)
-    chosen = _plan_of(fns["winograd (planned)"], "forward")
+    chosen = plan_for_pass(plan_of(fns["winograd (planned)"]), "forward")
+    timing = Timing(min_run_time=args.min_run_time / 2, max_run_time=max(Timing.max_run_time, args.min_run_time),
+                    cache=Cache.warm)
     times = {k: [] for k in calls}
     order = list(calls)
     for round_ in range(max(3, args.rounds)):  # the order rotates: the first timing of a round reads slow
         for k in order[round_ % len(order):] + order[:round_ % len(order)]:
-            times[k].append(_median_time(calls[k], args.threads, args.min_run_time / 2, False))
+            times[k].append(time_call(calls[k], timing, device, args.threads, warm=False).median)
     med = {k: min(v) for k, v in times.items()}  # each one's best round, as the planner judges
     forced = {k: v for k, v in med.items() if k != "winograd (planned)"}
     fastest = min(forced, key=forced.get)
@@ -284,7 +247,7 @@ def _short(plan: str) -> str:
             .replace("measured over", "timed").replace("grad_input", "gi").replace("grad_weight", "gw"))
 
 
-def render_plans(rows: list[Row], checks: list[PlanCheck]) -> Optional[Table]:
+def render_plans(rows: list[PerfRow], checks: list[PlanCheck]) -> Optional[Table]:
     """What each planned row ran (F2/F4/F6 = F(m x m,3x3); gi, gw = the grad_input and
     grad_weight products) with its first call, and the planned forward against every candidate forced."""
     planned = [r for r in rows if r.plan]
@@ -315,7 +278,7 @@ def _mib(n: int) -> str:
     return f"{n / 2**20:.1f}"
 
 
-def summary_rows(rows: list[Row]) -> list[tuple]:
+def summary_rows(rows: list[PerfRow]) -> list[tuple]:
     """The issue's aggregate targets: the median ResNet-50 3x3 and 1x1 layer, forward and backward."""
     targets = {("resnet50 3x3", "forward"): 2.0, ("resnet50 3x3", "backward"): 2.5,
                ("resnet50 1x1", "forward"): 1.3, ("resnet50 1x1", "backward"): 2.5}
@@ -328,7 +291,7 @@ def summary_rows(rows: list[Row]) -> list[tuple]:
     return out
 
 
-def render(rows: list[Row], args) -> Table:
+def render(rows: list[PerfRow], args) -> Table:
     layout = ", channels_last" if args.channels_last else ""
     t = Table(title=f"convbench perf vs cudnn (F.conv2d): {args.device}{layout}, float32, {args.threads} threads, "
                     f"batch {args.batch} (ResNet-50), {args.rounds} interleaved rounds, median ratio")
@@ -355,7 +318,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--batch", type=int, default=8, help="batch of the ResNet-50 layers (default 8)")
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads while timing (default 1)")
     ap.add_argument("--rounds", type=int, default=3, help="interleaved impl/cudnn timing rounds")
-    ap.add_argument("--min-run-time", type=float, default=0.2, help="seconds per blocked_autorange")
+    ap.add_argument("--min-run-time", type=float, default=0.2, help="seconds of sampling per round and side")
     ap.add_argument("--quick", action="store_true", help="every third ResNet-50 layer only")
     ap.add_argument("--channels-last", action="store_true", help="inputs and weights in channels_last layout")
     ap.add_argument("--only", default="", help="only case groups containing this text (e.g. fft, 3x3, winograd)")
@@ -376,7 +339,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     return 0
 
 
-def _plan_checks(rows: list[Row], args) -> list[PlanCheck]:
+def _plan_checks(rows: list[PerfRow], args) -> list[PlanCheck]:
     device = torch.device(args.device)
     out = []
     for r in rows:
@@ -386,7 +349,7 @@ def _plan_checks(rows: list[Row], args) -> list[PlanCheck]:
     return out
 
 
-def _run(args) -> list[Row]:
+def _run(args) -> list[PerfRow]:
     device = torch.device(args.device)
     console = Console(stderr=True)
     rows = []
@@ -397,10 +360,7 @@ def _run(args) -> list[Row]:
         if reason:
             console.print(f"  skipped: {reason}")
             continue
-        try:
-            rows += measure(case, ("forward", "backward"), args, device)
-        except implementations.Unsupported as exc:  # shape-dependent: winograd's stride-2 layers
-            console.print(f"  skipped (unsupported): {exc}")
+        rows += measure(case, args, device, console)  # unsupported (winograd's stride 2) and failures: a line
     return rows
 
 

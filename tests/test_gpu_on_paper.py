@@ -18,7 +18,7 @@ import harness.measure.passes as passes
 from harness.config import Cache, Config, Pass, Shape, Suite, Timing
 from harness.measure import clocks, peak, timing
 from harness.measure.job import run_job
-from harness.measure.passes import CaseSettings, PassResult, Where, run_case, time_pass
+from harness.measure.passes import CaseSettings, PassResult, PassContext, run_case, time_pass
 
 from faketime import FakeTime
 
@@ -77,7 +77,7 @@ def test_cuda_n_waits_on_that_gpu_and_gets_at_least_ten_samples(fake_cuda):
         fake_cuda.fake.spend(0.001)
 
     r = PassResult()
-    time_pass(call, settings(), Where(CUDA1), r)
+    time_pass(call, settings(), PassContext(CUDA1), r)
     assert fake_cuda.syncs and all(d == CUDA1 for d in fake_cuda.syncs)
     for t in (r.timing, r.cold):
         assert t.n_runs >= 10

@@ -17,6 +17,7 @@ from torch import nn
 from harness import capture as cap
 from harness import network
 from harness.config import Shape, Suite
+from harness.measure import check
 from harness.measure.cases import scale_batch
 from harness.report.totals import MIX, network_totals, totals_tables
 from harness.table.row import Row
@@ -304,9 +305,12 @@ def test_an_analytically_zero_gradient_is_judged_against_all_gradients(tmp_path,
     opts = network.Options(impl=("rounds_differently",), min_run_time=0.01)
     df = network.run_check("tiny_nets:shifted_softmax", (2, 3, 8, 8), {}, opts, "s", tmp_path)
     assert set(df["status"]) == {"ok"}
-    monkeypatch.setattr(network, "ZERO_GRADIENT", 0.0)
+    monkeypatch.setattr(check, "ZERO_REFERENCE", 0.0)
     df = network.run_check("tiny_nets:shifted_softmax", (2, 3, 8, 8), {}, opts, "s", tmp_path)
     assert set(df[df["pass"] == "forward+backward"]["status"]) == {"incorrect"}
-    # a wrong value where the gradient should be zero still fails
-    rel, _, problem = network._against_scale("grad shift", torch.tensor(1e-3), torch.tensor(1e-20), 1.0, 1e-4)
-    assert rel == pytest.approx(1e-3) and "its reference is zero" in problem
+    monkeypatch.undo()
+    # a wrong value where the gradient should be zero still fails, measured against all gradients' norm
+    refs = {"grad w": torch.ones(4, dtype=torch.float64), "grad shift": torch.tensor([1e-20], dtype=torch.float64)}
+    got = {"grad w": torch.ones(4), "grad shift": torch.tensor([4e-3])}
+    v = check.check_tensors(got, refs, torch.float32, torch.device("cpu"), zero_against_all=True)
+    assert v.rel_err == pytest.approx(2e-3) and not v.correct and "its reference is zero" in v.message

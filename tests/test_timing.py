@@ -21,7 +21,7 @@ from harness.measure.flush import Flusher, parse_size as _parse_size, cpu_llc_by
 from harness.measure.passes import CaseSettings, run_case
 from harness.measure.stats import TimingResult, ci_ranks
 from harness.measure.stats import vendor_ratios
-from harness.measure.timing import sample, time_call, time_cold, time_rounds
+from harness.measure.timing import COLD_WARMUP, sample, time_call, time_cold, time_rounds
 
 from faketime import FakeTime
 
@@ -101,9 +101,21 @@ def test_cold_flush_is_never_timed(monkeypatch):
     """A 50 ms flush around a 1 us call: the samples hold the call only, elapsed time the flushes too."""
     fake = FakeTime().install(monkeypatch)
     t = time_cold(lambda: fake.spend(1e-6), Timing(min_run_time=0.01, cold_min_run_time=0.01, min_samples=5), CPU,
-                  flush=lambda: fake.spend(0.05))
+                  flush=lambda: fake.spend(0.05), warmup=0)
     assert t.n_runs == 5 and fake.prepares == 5 and t.median == pytest.approx(2e-6)  # the call and FakeClock.CALL_S
     assert fake.t == pytest.approx(5 * 0.050002)
+
+
+def test_cold_sampling_starts_after_untimed_cold_cycles(monkeypatch):
+    """The first calls after the switch to cold read slow (a transient): COLD_WARMUP flush+call cycles
+    run first, outside the samples and outside the cold time floor."""
+    fake = FakeTime().install(monkeypatch)
+    costs = iter([0.003, 0.002, 0.0015] + [0.001] * 100)  # the switch's transient, then the cold call
+    flushes = []
+    t = time_cold(lambda: fake.spend(next(costs)), Timing(min_run_time=0.01, cold_min_run_time=0.005, min_samples=5),
+                  CPU, flush=lambda: flushes.append(fake.t))
+    assert len(flushes) == COLD_WARMUP + t.n_runs and t.n_runs == 5
+    assert max(t.samples) == pytest.approx(0.001 + 1e-6)  # none of the transient is a sample (1e-6: CALL_S)
 
 
 def test_cold_hands_each_result_to_the_flush_before_it_is_freed(monkeypatch):
@@ -162,7 +174,7 @@ def test_without_line_eviction_cold_falls_back_to_the_buffer_flush(tmp_path, mon
 
 
 def test_line_eviction_runs_and_leaves_the_data_alone():
-    """Where clflush exists the routine runs over a tensor's lines (a partial last line included) and
+    """PassContext clflush exists the routine runs over a tensor's lines (a partial last line included) and
     evicts without changing a value. That it makes the next read slower is a timing, shown where
     timings belong: `make bench-timer` (the harness's cold against an independent rotating-copies
     cold) and the cache-hungry planted implementation above; on a loaded VM even the fastest of 31
@@ -343,8 +355,8 @@ def test_a_pass_times_warm_then_cold_within_its_budget_shares(monkeypatch):
     assert r.status == "ok", r.message
     assert r.timing.n_runs == 10 and r.cold.n_runs == 10 and fake.prepares == 10
     assert r.timing.median == pytest.approx(0.02, abs=1e-5) and r.cold.median == pytest.approx(0.02, abs=1e-5)
-    assert fake.t < 1.0  # first, memory, warm-up, 10 warm, 10 cold, the checked call after: 24 calls
-    assert len(calls) == 24
+    assert fake.t < 1.0  # first, memory, warm-up, 10 warm, 3 cold warm-up cycles, 10 cold, the call after
+    assert len(calls) == 24 + COLD_WARMUP
 
 
 def test_a_slow_call_gets_a_short_timing_not_a_timeout(monkeypatch):

@@ -84,8 +84,9 @@ def flops(s: Shape, pass_: str) -> float:
     return forward_flops(s) * (2 if pass_ == "backward" else 1)
 
 
-def make_case(s: Shape, device: torch.device, dtype: torch.dtype, seed: int) -> Case:
-    """Seeded tensors for `s`; the same seed gives the same numbers whatever the job order."""
+def make_case(s: Shape, device: torch.device, dtype: torch.dtype, seed: int, channels_last: bool = False) -> Case:
+    """Seeded tensors for `s`; the same seed gives the same numbers whatever the job order.
+    `channels_last`: the input, weight and upstream gradient in that layout (same values)."""
     gen = torch.Generator().manual_seed(seed)
     fan_in = (s.c_in // s.groups) * s.kernel[0] * s.kernel[1]
     bound = 1 / math.sqrt(fan_in)  # nn.Conv2d's scale keeps outputs O(1), safe for float16
@@ -99,4 +100,6 @@ def make_case(s: Shape, device: torch.device, dtype: torch.dtype, seed: int) -> 
     bias = draw(s.c_out, scale=bound) if s.bias else None
     ho, wo = output_size(s)
     grad_out = draw(s.n, s.c_out, ho, wo)
+    if channels_last:
+        x, weight, grad_out = (t.contiguous(memory_format=torch.channels_last) for t in (x, weight, grad_out))
     return Case(s, x, weight, bias, grad_out)

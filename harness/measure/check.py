@@ -12,6 +12,8 @@ from typing import Optional
 
 import torch
 
+from harness.table.schema import clip
+
 from .cases import Case
 from .devices import same_device
 from .integrity import InputGuard, as_bits, shared_memory
@@ -24,7 +26,6 @@ TOLERANCE = {
     torch.float16: 1e-2,
     torch.bfloat16: 5e-2,
 }
-GRAD_NAMES = ("input", "weight", "bias")
 # torch's own operator and autograd call, bound when this module is imported: in a worker that is
 # before any plug-in (harness.measure.worker), so one that replaces F.conv2d, torch.conv2d or
 # torch.autograd.grad later cannot change what the rows are judged against.
@@ -67,8 +68,10 @@ def reference(case: Case) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     return out.detach(), dict(zip(leaves, grads))
 
 
-def _compare_one(name: str, got, ref: torch.Tensor, dtype: torch.dtype, device: torch.device):
-    """(rel_err, max_abs_err, problem or None) for one tensor."""
+def _compare_one(name: str, got, ref: torch.Tensor, dtype: torch.dtype, device: torch.device,
+                 norm: Optional[float] = None):
+    """(rel_err, max_abs_err, problem or None) for one tensor; `norm` replaces the reference's own
+    norm as the error's scale (an analytically zero reference, see `zero_references`)."""
     if not isinstance(got, torch.Tensor):
         raise NotATensor(f"{name}: returned {type(got).__name__}, not a tensor")
     if tuple(got.shape) != tuple(ref.shape):
@@ -84,15 +87,33 @@ def _compare_one(name: str, got, ref: torch.Tensor, dtype: torch.dtype, device: 
         return float("inf"), float("nan"), f"{name}: {bad} of {g.numel()} values are NaN or Inf"
     diff = g - ref
     max_abs = float(diff.abs().max()) if diff.numel() else 0.0
-    ref_norm = float(torch.linalg.vector_norm(ref))
+    ref_norm = float(torch.linalg.vector_norm(ref)) if norm is None else norm
     rel = float(torch.linalg.vector_norm(diff)) / ref_norm if ref_norm > 0 else max_abs
     return rel, max_abs, None
 
 
+ZERO_REFERENCE = 1e-12  # a float64 reference this small against all of a pass's tensors together is rounding noise
+
+
+def zero_references(refs: dict[str, torch.Tensor]) -> tuple[set[str], float]:
+    """(names of analytically zero references, the norm of all references together). A gradient whose
+    float64 reference is rounding noise (a network's attention key bias: softmax ignores a constant
+    shift) has no relative error to speak of, noise over noise; its error is measured against all
+    the pass's tensors' norm instead (`check_tensors(..., zero_against_all=True)`)."""
+    norms = {k: float(torch.linalg.vector_norm(r)) for k, r in refs.items()}
+    scale = sum(n * n for n in norms.values()) ** 0.5
+    if len(refs) < 2 or scale == 0:
+        return set(), scale
+    return {k for k, n in norms.items() if n <= ZERO_REFERENCE * scale}, scale
+
+
 def check_tensors(named: dict[str, object], refs: dict[str, torch.Tensor], dtype: torch.dtype,
-            device: torch.device) -> Verdict:
-    """Check every tensor of a pass; the worst one decides. Raises NotATensor for non-tensors."""
+                  device: torch.device, zero_against_all: bool = False) -> Verdict:
+    """Check every tensor of a pass; the worst one decides. Raises NotATensor for non-tensors.
+    `zero_against_all` (a whole network's gradients): an analytically zero reference's error is
+    relative to all references' norm (`zero_references`)."""
     tol = tolerance(dtype)
+    zero, scale = zero_references(refs) if zero_against_all else (set(), 0.0)
     rels, maxes, problems = [], [], []
     for name, ref in refs.items():
         got = named.get(name)
@@ -100,11 +121,13 @@ def check_tensors(named: dict[str, object], refs: dict[str, torch.Tensor], dtype
             problems.append(f"{name}: no gradient (is the result detached from the inputs?)")
             rels.append(float("inf"))
             continue
-        rel, max_abs, problem = _compare_one(name, got, ref, dtype, device)
+        rel, max_abs, problem = _compare_one(name, got, ref, dtype, device, scale if name in zero else None)
         rels.append(rel)
         maxes.append(max_abs)
         if problem is None and not rel <= tol:  # `not <=` also catches NaN
-            problem = f"{name}: relative error {rel:.3g} > tolerance {tol:.3g} (max abs error {max_abs:.3g})"
+            problem = (f"{name}: error {rel:.3g} of all gradients' norm > tolerance {tol:.3g} (its reference is zero)"
+                       if name in zero else
+                       f"{name}: relative error {rel:.3g} > tolerance {tol:.3g} (max abs error {max_abs:.3g})")
         if problem:
             problems.append(problem)
     worst_rel = max(rels) if rels else 0.0
@@ -202,7 +225,7 @@ class RepeatedChecks:
         return Verdict(correct=all(v.correct for v in vs) and not self.problems,
                        rel_err=max(v.rel_err for v in vs),
                        max_abs_err=max((v.max_abs_err for v in vs), key=lambda m: -1 if m != m else m),
-                       message=message if len(message) <= 1000 else message[:997] + "...",
+                       message=clip(message, 1000),
                        calls=len(vs),
                        deterministic=self._equal if len(vs) > 1 else None,
                        repeat_max_diff=self._max_diff if len(vs) > 1 else None)

@@ -52,7 +52,7 @@ def shape_columns(s: Shape) -> dict:
                 dilation=pair_str(s.dilation), groups=s.groups, bias=s.bias, count=s.count)
 
 
-def _plan_for(plan: str, pass_: str) -> str:
+def plan_for_pass(plan: str, pass_: str) -> str:
     """A 'forward: ...; grad_input: ...; grad_weight: ...' plan, cut to the parts of one pass."""
     parts = [p for p in plan.split("; ") if p]
     if any(":" in p for p in parts):
@@ -61,22 +61,28 @@ def _plan_for(plan: str, pass_: str) -> str:
 
 
 def make_row(base: dict, s: Shape, pass_: str, r: PassResult, tol: float, peak: float) -> Row:
-    """One table row: the job's columns, the shape's, and what the pass found."""
-    row = Row(**base, **shape_columns(s), pass_=pass_, status=r.status, message=r.message, tol=tol,
-              peak_gflops=peak, flops=flops(s, pass_), peak_mem_bytes=r.peak_mem, concurrent=r.concurrent)
+    """One table row of a sweep: the job's columns, the shape's, and what the pass found."""
+    return pass_row(pass_, r, tol, **base, **shape_columns(s), peak_gflops=peak, flops=flops(s, pass_))
+
+
+def pass_row(pass_: str, r: PassResult, tol: float, **columns) -> Row:
+    """What one pass found (harness.measure.passes.PassResult) as a row beside `columns`: the one
+    place a measurement becomes columns, for a sweep's case and a network check alike."""
+    row = Row(**columns, pass_=pass_, status=r.status, message=r.message, tol=tol, peak_mem_bytes=r.peak_mem,
+              concurrent=r.concurrent)
     if r.verdict is not None:
         v = r.verdict
         row.correct, row.rel_err, row.max_abs_err = v.correct, v.rel_err, v.max_abs_err
         row.checked_calls, row.deterministic, row.repeat_max_diff = v.calls, v.deterministic, v.repeat_max_diff
     row.first_call_s = r.first_call_s
-    plan = _plan_for(r.plan, pass_)
+    plan = plan_for_pass(r.plan, pass_)
     if plan and row.status == Status.ok and not row.message:
         row.message = "ran " + plan  # which plan a planning implementation chose (winograd)
     t = r.timing
     if t is not None:
         row.time_median_s, row.time_iqr_s, row.n_runs, row.samples = t.median, t.iqr, t.n_runs, t.samples_json
         row.time_ci_low_s, row.time_ci_high_s = t.ci
-        row.gflops = row.flops / t.median / 1e9
+        row.gflops = row.flops / t.median / 1e9 if row.flops else None
         row.round_medians = t.rounds_json
         if r.vendor_rounds:
             ratios = vendor_ratios(t.rounds, r.vendor_rounds)
@@ -154,7 +160,6 @@ def run_job(cfg: Config, out_dir: os.PathLike, *, sweep: str = "", job: int = 0,
     if table is not None:
         return table
     device = resolve(cfg.device)
-    dtype = cfg.dtype.torch
     shapes = scale_batch(cfg.suite.shapes, cfg.batch)
     threads = cfg.threads or torch.get_num_threads()
     missing = [s for s in shapes if (s.layer, label(s)) not in kept]

@@ -23,7 +23,7 @@ from implementations import Unsupported
 from implementations.cudnn import conv2d_cudnn as VENDOR  # torch's own conv, bound before any plug-in
 
 from harness.config import Cache, Config, Shape, Timing
-from harness.table.schema import Status
+from harness.table.schema import Status, clip
 
 from . import fresh, memory
 from .cases import Case, make_case
@@ -33,7 +33,7 @@ from .flush import cold_prepare
 from .integrity import InputGuard
 from .concurrency import DeviceClaim
 from .machine import GpuProbe, GpuReading
-from .timing import Budget, CaseTimeout, TimingResult, deadline, time_cold, time_rounds, warm_up
+from .timing import COLD_WARMUP, Budget, CaseTimeout, TimingResult, deadline, time_cold, time_rounds, warm_up
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,7 @@ class CaseSettings:
     budget_s: float
     seed: int
     check_calls: int = 3  # checked calls per pass (harness.measure.check.call_labels)
+    channels_last: bool = False  # the case's tensors in channels_last layout (bench-perf --channels-last)
 
     @classmethod
     def from_config(cls, cfg: Config, threads: int) -> "CaseSettings":
@@ -81,8 +82,7 @@ class PassResult:
 
 
 def error_text(exc: BaseException) -> str:
-    text = f"{type(exc).__name__}: {exc}".strip()
-    return text if len(text) <= 500 else text[:497] + "..."
+    return clip(f"{type(exc).__name__}: {exc}".strip())
 
 
 @contextlib.contextmanager
@@ -103,8 +103,8 @@ def torch_settings(cudnn_benchmark: bool, allow_tf32: bool, threads: int):
 
 
 @dataclass
-class Where:
-    """Where a case runs and what watches it: the device, the device claim (other jobs), the GPU
+class PassContext:
+    """What a pass runs in and what watches it: the device, the device claim (other jobs), the GPU
     probe (clock, throttling), and the pass's budget (`timing.Budget`: time left; None: unbounded)."""
     device: torch.device
     claim: Optional[DeviceClaim] = None
@@ -134,10 +134,10 @@ def first_call(call: Callable[[], Any], fn: Callable, device: torch.device) -> t
     return result, time.perf_counter() - t0
 
 
-PROFILER_SLOWDOWN = 20.0  # the CPU memory profiler slows a many-op call up to ~12x (loop's backward)
+PROFILER_SLOWDOWN = 20.0  # the CPU memory profiler slowed a many-op call ~12x here (loop's backward): room for more
 
 
-def measure_memory(call: Callable[[], Any], where: Where, call_s: float) -> tuple[Any, int]:
+def measure_memory(call: Callable[[], Any], where: PassContext, call_s: float) -> tuple[Any, int]:
     """(result, peak bytes) of a call after the first: steady-state memory, without first-call
     workspaces. On the CPU the profiler that records allocations slows many-op implementations
     several-fold (loop's backward: 4.9 s for a 0.42 s call); the budget waits up to PROFILER_SLOWDOWN
@@ -151,7 +151,7 @@ def measure_memory(call: Callable[[], Any], where: Where, call_s: float) -> tupl
     return result
 
 
-def time_pass(call: Callable[[], Any], settings: CaseSettings, where: Where, r: PassResult,
+def time_pass(call: Callable[[], Any], settings: CaseSettings, where: PassContext, r: PassResult,
               calls_after: int = 0, operands: Iterable[torch.Tensor] = (), fn: Optional[Callable] = None,
               vendor: Optional[Callable[[], Any]] = None) -> None:
     """Warm-up, then the warm and/or cold timings of `settings.timing.cache`, each capped by
@@ -165,22 +165,24 @@ def time_pass(call: Callable[[], Any], settings: CaseSettings, where: Where, r: 
     t0 = time.time()
     before = where.claim is not None and where.claim.busy()
     readings = [where.probe.read()] if where.probe else []
-    once = warm_up(call, timing, device)
-    call_s = once or r.first_call_s or 0.0
-    reserve = 2.0 * calls_after * call_s  # x2: the call and its check
+    warm_up_s = warm_up(call, timing, device)  # the last warm-up call's time (None without warm-up)
+    call_s = warm_up_s or r.first_call_s or 0.0
+    reserve_s = 2.0 * calls_after * call_s  # x2: the call and its check
     if timing.cache in (Cache.warm, Cache.both):
-        share = 0.45 if timing.cache == Cache.both else 0.9
+        warm_share = 0.45 if timing.cache == Cache.both else 0.9  # of the budget left: cold gets the rest
         rounds = time_rounds(call, vendor if timing.vs_vendor else None, timing, device, settings.threads,
-                             cap_s=where.left(share, reserve), once=once)
+                             cap_s=where.left(warm_share, reserve_s), once=warm_up_s)
         r.timing, r.vendor_rounds = rounds.timing, rounds.vendor
     if timing.cache in (Cache.cold, Cache.both):
-        left = where.left(0.9, reserve)
+        cold_cap_s = where.left(0.9, reserve_s)
         one = r.timing.median if r.timing else call_s
-        if left is not None and left < 2 * one:  # one cold sample would overrun the budget
-            r.notes.append(f"cold: not timed, {left:.2g} s of budget left for a {one:.2g} s call")
+        if cold_cap_s is not None and cold_cap_s < 2 * one:  # one cold sample would overrun the budget
+            r.notes.append(f"cold: not timed, {cold_cap_s:.2g} s of budget left for a {one:.2g} s call")
         else:
-            r.cold = time_cold(call, timing, device, settings.threads, cap_s=left,
-                               flush=cold_prepare(device, operands, fn))
+            # the cold warm-up cycles take at most a quarter of what the cold timing may use
+            cycles = COLD_WARMUP if cold_cap_s is None else min(COLD_WARMUP, int(0.25 * cold_cap_s / max(one, 1e-9)))
+            r.cold = time_cold(call, timing, device, settings.threads, cap_s=cold_cap_s,
+                               flush=cold_prepare(device, operands, fn), warmup=cycles)
     if where.probe:
         readings.append(where.probe.read())
         r.gpu = GpuReading.worst(readings)
@@ -192,16 +194,20 @@ def plan_of(fn: Callable) -> str:
     if the hook fails: it is the implementation's code)."""
     hook = getattr(fn, "last_plan", None)
     try:
-        return str(hook())[:300] if callable(hook) else ""
+        return clip(hook(), 300) if callable(hook) else ""
     except Exception:
         return ""
 
 
+def judge(r: PassResult, verdict: Verdict) -> None:
+    """The pass's verdict so far, recorded at once, so a later timeout keeps it."""
+    r.verdict = verdict
+    r.status = Status.ok if verdict.correct else Status.incorrect
+    r.message = verdict.message
+
+
 def _judged(r: PassResult, checks: RepeatedChecks) -> None:
-    """The pass's verdict so far (the worst checked call decides), so a later timeout keeps it."""
-    r.verdict = checks.verdict()
-    r.status = Status.ok if r.verdict.correct else Status.incorrect
-    r.message = r.verdict.message
+    judge(r, checks.verdict())  # the worst checked call decides
 
 
 def _checked_calls(call: Callable, to_named: Callable, checks: RepeatedChecks, labels: list[str]) -> None:
@@ -217,7 +223,7 @@ def _check_after_timing(call: Callable, to_named: Callable, checks: RepeatedChec
 
 
 def _calls_of_a_pass(fn: Callable, call: Callable, named: Callable, checks: RepeatedChecks, settings: CaseSettings,
-                     where: Where, r: PassResult, time_it: bool, vendor: Optional[Callable] = None) -> Any:
+                     where: PassContext, r: PassResult, time_it: bool, vendor: Optional[Callable] = None) -> Any:
     """The calls of one pass, in order: the first (timed as first_call_s, checked), a second (peak
     memory, checked), more checked ones if check.calls asks, the warm/cold timings, and one checked
     call after them. Returns the first call's result (the forward's graph for the backward)."""
@@ -248,7 +254,7 @@ class Graph:
     refs: dict
 
 
-def forward_pass(fn: Callable, case: Case, refs: tuple, settings: CaseSettings, where: Where, r: PassResult,
+def forward_pass(fn: Callable, case: Case, refs: tuple, settings: CaseSettings, where: PassContext, r: PassResult,
                  time_it: bool) -> Graph:
     """First call (timed, checked), second call (memory), then the timings of the forward."""
     ref_out, ref_grads = refs
@@ -271,7 +277,7 @@ def forward_pass(fn: Callable, case: Case, refs: tuple, settings: CaseSettings, 
     return Graph(case, leaves, out, ref_grads)
 
 
-def backward_pass(fn: Callable, g: Graph, settings: CaseSettings, where: Where, r: PassResult) -> None:
+def backward_pass(fn: Callable, g: Graph, settings: CaseSettings, where: PassContext, r: PassResult) -> None:
     """First call (timed, checked), second call (memory), then the timings of the input, weight and
     bias gradients of the checked forward's graph."""
     if not (isinstance(g.out, torch.Tensor) and g.out.requires_grad):
@@ -310,8 +316,9 @@ STATUS_OF: tuple[tuple[type, Status, bool, Callable[[BaseException], str]], ...]
 )
 
 
-def _fail_rest(res: dict[str, PassResult], current: str, exc: BaseException) -> None:
-    """Mark every unfinished pass; passes after the failing one say where it happened."""
+def fail_rest(res: dict[str, PassResult], current: str, exc: BaseException) -> None:
+    """Mark every unfinished pass with the status of what `current` raised (`STATUS_OF`); passes after
+    the failing one say where it happened."""
     status, blame_current, text = next((s, b, t(exc)) for kind, s, b, t in STATUS_OF if isinstance(exc, kind))
     for name, r in res.items():
         if r.done:
@@ -339,18 +346,18 @@ def run_case(fn: Callable, s: Shape, settings: CaseSettings, device: torch.devic
     current = "forward"
     try:
         watch("reference", None)
-        case = make_case(s, device, settings.dtype, settings.seed)
+        case = make_case(s, device, settings.dtype, settings.seed, settings.channels_last)
         refs = reference(case)
         watch("forward", settings.budget_s)
         with deadline(settings.budget_s) as budget:
-            graph = forward_pass(fn, case, refs, settings, Where(device, claim, probe, budget, watch, "forward"), fwd,
+            graph = forward_pass(fn, case, refs, settings, PassContext(device, claim, probe, budget, watch, "forward"), fwd,
                                  time_it="forward" in res)
         if "backward" in res:
             current = "backward"
             watch("backward", settings.budget_s, {k: r for k, r in res.items() if r.done and k != "backward"})
             with deadline(settings.budget_s) as budget:
-                backward_pass(fn, graph, settings, Where(device, claim, probe, budget, watch, "backward"),
+                backward_pass(fn, graph, settings, PassContext(device, claim, probe, budget, watch, "backward"),
                               res["backward"])
     except (CaseTimeout, Exception) as exc:
-        _fail_rest(res, current, exc)
+        fail_rest(res, current, exc)
     return res

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from harness.config import Shape
-from harness.table.schema import Status
+from harness.table.schema import Status, clip
 
 from .passes import PassResult
 from .worker import WorkerSpec, serve, serve_call
@@ -107,8 +107,7 @@ def tail(path: Path, offset: int, lines: int = TAIL_LINES) -> str:
         kept = [kept[fatal], *frames]
     else:
         kept = kept[-lines:]
-    joined = " | ".join(kept)
-    return joined if len(joined) <= 700 else joined[:697] + "..."
+    return clip(" | ".join(kept), 700)
 
 
 def crashed_results(passes: tuple[str, ...], phase: str, text: str, done: Optional[dict]) -> dict[str, PassResult]:

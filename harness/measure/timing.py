@@ -204,17 +204,26 @@ def time_rounds(fn: Callable[[], Any], vendor: Optional[Callable[[], Any]], timi
     return Rounds(pooled, tuple(vendor_medians))
 
 
+COLD_WARMUP = 3  # untimed flush+call cycles before cold sampling (nvbench's cold warm-up)
+
+
 def time_cold(fn: Callable[[], Any], timing: Timing, device: torch.device, threads: Optional[int] = None,
-              *, clock=None, flush=None, cap_s: Optional[float] = None) -> TimingResult:
+              *, clock=None, flush=None, cap_s: Optional[float] = None, warmup: int = COLD_WARMUP) -> TimingResult:
     """Cold timing: one call per sample, each after `flush` (harness.measure.flush.cold_prepare:
     the case's lines evicted, or the cache overwritten); only the call is timed, never the flush.
     A flush with `keep(result)` is handed each call's result, to evict it before it is freed.
-    Sampling stops by `stopping_for(timing, cold=True)`."""
+    `warmup` untimed flush+call cycles come first: the first calls after a switch from warm to cold
+    read 1.5-3x the steady cold time, decaying over 2-3 calls (seen on every implementation here),
+    a transient of the switch, not of a cold call. Sampling stops by `stopping_for(timing, cold=True)`."""
     clock = clock or clock_for(device)
     flush = flush or Flusher(device)
     keep = getattr(flush, "keep", None)
     call = fn if keep is None else (lambda: keep(fn()))
     with _threads(threads):
+        for _ in range(warmup):
+            flush()
+            call()
+        synchronize(device)
         return sample(call, clock, stopping_for(timing, cold=True).within(cap_s), block=1, prepare=flush,
                       min_samples=timing.min_samples)
 

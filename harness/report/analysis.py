@@ -9,9 +9,9 @@ import pandas as pd
 
 from harness.table.collect import add_err_vs_vendor
 from harness.table.io import read_results
-from harness.table.schema import FAILURES, NOT_RUN
+from harness.table.schema import CASE_KEY, FAILURES, NOT_RUN
 
-CASE = ["shape", "device", "dtype", "pass"]  # one problem, as every implementation sees it
+CASE = CASE_KEY  # one problem, as every implementation sees it
 IMPL_CASE = ["impl", *CASE]  # one result of the table
 REFERENCE = "cudnn"
 

@@ -17,7 +17,7 @@ import warnings
 
 import pandas as pd
 
-from harness.table.schema import FAILURES, NOT_RUN
+from harness.table.schema import FAILURES, NOT_RUN, clip
 
 from .analysis import REFERENCE, accuracy_cost, enrich, environment_summary, load_results, summary
 from .totals import TOTALS_LEGEND, network_totals, totals_tables
@@ -65,7 +65,7 @@ def display_table(df: pd.DataFrame) -> pd.DataFrame:
         f"err × {REFERENCE}": df["err_vs_vendor"].map(lambda v: _fmt(v, ".3g")),
         "repeats": [("" if pd.isna(d) else "identical" if d else f"differ by {_fmt(m, '.1e')}")
                     for d, m in zip(df["deterministic"], df["repeat_max_diff"])],
-        "message": df["message"].fillna("").map(lambda m: m if len(m) <= 120 else m[:117] + "..."),
+        "message": df["message"].fillna("").map(lambda m: clip(m, 120)),
     })
 
 

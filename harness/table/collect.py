@@ -10,17 +10,20 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
+import torch
 
 from .io import RESULTS_CSV, RESULTS_PARQUET, conform, read_results, write_atomic
 from .jobfolder import JOB_TABLE, ROWS_FILE, finished_table, read_rows
-from .schema import MERGE_KEY, ROW_KEY
+from .schema import CASE_KEY, MERGE_KEY, ROW_KEY
 
 VENDOR = "cudnn"
 # One case on one machine in one sweep: the rows whose errors may be compared with each other.
-VENDOR_CASE = ["sweep", "host", "device_name", "device", "dtype", "pass", "shape"]
+VENDOR_CASE = ["sweep", "host", "device_name", *CASE_KEY]
 # The smallest error the vendor is credited with: an exact result (rel_err 0, common in float64)
 # counts as one rounding of the dtype, so the ratio stays finite and means "times a rounding error".
-UNIT_ROUNDOFF = {"float64": 2.0 ** -53, "float32": 2.0 ** -24, "float16": 2.0 ** -11, "bfloat16": 2.0 ** -8}
+def unit_roundoff(dtype: str) -> float:
+    """Half the dtype's machine epsilon (2**-24 for float32), from torch's own table of its dtypes."""
+    return torch.finfo(getattr(torch, dtype)).eps / 2 if isinstance(getattr(torch, str(dtype), None), torch.dtype) else float("nan")
 
 
 def add_err_vs_vendor(df: pd.DataFrame) -> pd.DataFrame:
@@ -33,7 +36,7 @@ def add_err_vs_vendor(df: pd.DataFrame) -> pd.DataFrame:
     vendor = (df["impl"] == VENDOR) & (df["status"] == "ok") & finite
     vendor_err = (df.loc[vendor, ["rel_err"]].join(keys).groupby(VENDOR_CASE)["rel_err"].median()
                   .rename("_vendor_err"))
-    floor = df["dtype"].map(UNIT_ROUNDOFF).astype("float64")
+    floor = df["dtype"].map(unit_roundoff).astype("float64")
     denom = keys.join(vendor_err, on=VENDOR_CASE)["_vendor_err"].astype("float64").clip(lower=floor)
     df["err_vs_vendor"] = (df["rel_err"] / denom).where(finite & denom.notna()).astype("float64")
     return df

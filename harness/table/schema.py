@@ -34,12 +34,21 @@ class Status(str, Enum):
         return self.value
 
 
-STATUSES = tuple(s.value for s in Status)
 FAILURES = (Status.incorrect.value, Status.error.value, Status.crashed.value, Status.timeout.value)  # ran and went wrong
 NOT_RUN = (Status.unsupported.value, Status.skipped.value)  # deliberately not run: not a failure
-PASSES = ("forward", "backward")
+MESSAGE_CHARS = 500  # a row's message at most: an exception's text can be megabytes (a repr of a tensor)
+
+
+def clip(text: str, limit: int = MESSAGE_CHARS) -> str:
+    """`text` cut to `limit` characters, marked with '...' where it was cut: the one truncation rule for
+    messages stored in rows, shown in the report or printed."""
+    text = str(text)
+    return text if len(text) <= limit else text[: max(limit - 3, 0)] + "..."
+
+
 # One row of a sweep; across sweeps (a merge of several machines) also sweep, host and device model.
-ROW_KEY = ["job", "impl", "suite", "layer", "shape", "device", "dtype", "pass"]
+CASE_KEY = ["shape", "device", "dtype", "pass"]  # one problem, as every implementation sees it
+ROW_KEY = ["job", "impl", "suite", "layer", *CASE_KEY]
 MERGE_KEY = ["sweep", "host", "device_name", *ROW_KEY]
 
 # name -> (pandas dtype, meaning)
