@@ -32,6 +32,7 @@ WISDOM_VERSION = 1
 ROUNDS = 4        # timing rounds per problem: every candidate in the first FULL_ROUNDS, the close ones after
 FULL_ROUNDS = 2   # so one slow spell of a shared machine cannot drop the best candidate unseen
 KEEP_WITHIN = 1.25  # candidates slower than this times the best after a round are not timed again
+PLAN_BUDGET_S = 0.5  # per problem: once planning took this long, no more rounds (each candidate timed once first)
 
 
 @dataclass(frozen=True, order=True)
@@ -107,10 +108,11 @@ class Planner:
     read when a plan is first needed (unset: memory only)."""
 
     def __init__(self, clock: Optional[Callable[[], float]] = None, wisdom: Optional[str] = None,
-                 rounds: int = ROUNDS):
+                 rounds: int = ROUNDS, budget_s: float = PLAN_BUDGET_S):
         self.clock = clock
         self._wisdom_path = wisdom
         self.rounds = rounds
+        self.budget_s = budget_s
         self.decisions: dict[str, Decision] = {}
         self._lock = threading.Lock()
 
@@ -184,33 +186,51 @@ class Planner:
         return decision, result
 
     def _measure(self, candidates: list[Choice], run, device) -> tuple[Decision, Any]:
+        """Coarse to fine, so the first call stays short: each (tile, layout) at its first-listed chunk
+        (the memory rule's), then the other chunks of the winning (tile, layout) only. Within a stage,
+        rounds as `_rounds` times them."""
         clock = self.clock or _default_clock(device)
-        start = time.perf_counter()
+        start = clock()
         best: dict[Choice, float] = {}
-        alive = list(candidates)
-        result, result_of = None, None
+        coarse = list({(c.tile, c.layout): c for c in reversed(candidates)}.values())[::-1]
+        rank = candidates.index  # ties go to the earlier-listed candidate
+        kept = self._rounds(coarse, run, clock, start, best, rank)
+        won = min(best, key=lambda c: (best[c], rank(c)))
+        fine = [c for c in candidates if (c.tile, c.layout) == (won.tile, won.layout)]
+        if len(fine) > 1:
+            kept = self._rounds(fine, run, clock, start, best, rank, kept)
+        choice = min(best, key=lambda c: (best[c], rank(c)))
+        decision = Decision(choice, "measured", {c.label(): round(best[c] * 1e3, 4) for c in candidates if c in best},
+                            clock() - start)
+        return decision, (kept[1] if kept and kept[0] == choice else None)
+
+    def _rounds(self, alive: list[Choice], run, clock, start: float, best: dict, rank, kept=None):
+        """Time `alive` in interleaved rounds (a slow spell of the machine hits them all), each
+        candidate judged by its best round: every one in the first FULL_ROUNDS, then only those within
+        KEEP_WITHIN of the best; no new round once planning has taken `budget_s` (the first round
+        always completes). Returns (choice, output) of the fastest run's own result, kept so the
+        first call returns it; the others' outputs are dropped at once."""
         for round_ in range(max(1, self.rounds)):
-            for choice in alive:  # candidates interleaved: a slow spell of the machine hits them all
+            if round_ and clock() - start >= self.budget_s:
+                break
+            for choice in alive:
                 t0 = clock()
                 out = run(choice)
                 elapsed = clock() - t0
                 if elapsed < best.get(choice, float("inf")):
                     best[choice] = elapsed
-                fastest = min(best, key=lambda c: (best[c], candidates.index(c)))
+                fastest = min(best, key=lambda c: (best[c], rank(c)))
                 if choice == fastest:
-                    result, result_of = out, choice  # keep the chosen plan's own output, drop others
-                elif result_of != fastest:
-                    result, result_of = None, None
+                    kept = (choice, out)
+                elif kept is not None and kept[0] != fastest:
+                    kept = None
                 del out
             if round_ + 1 >= FULL_ROUNDS:
                 floor = min(best[c] for c in alive)
                 alive = [c for c in alive if best[c] <= KEEP_WITHIN * floor]
                 if len(alive) == 1:
                     break
-        choice = min(best, key=lambda c: (best[c], candidates.index(c)))
-        decision = Decision(choice, "measured", {c.label(): round(best[c] * 1e3, 4) for c in candidates},
-                            time.perf_counter() - start)
-        return decision, (result if result_of == choice else None)
+        return kept
 
     def forget(self) -> None:
         """Drop the plans held in memory (the wisdom file is left alone)."""

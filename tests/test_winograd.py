@@ -78,6 +78,33 @@ def test_the_planner_takes_each_candidates_best_round():
     assert decision.choice == a  # 10 ms at best against 12, though its first round read 50
 
 
+def test_the_planner_searches_coarse_to_fine():
+    """Each (tile, layout) at its first-listed chunk, then only the winner's other chunks: a first call
+    of 6 + 2 candidates, not 18 (the chunk of a losing tile is never timed)."""
+    cands = [Choice(t, lay, c) for t in (4, 2) for lay in ("nhwc", "nchw") for c in (2, 1, 4)]
+    costs = {c: 0.010 + 0.001 * (c.tile == 2) + 0.002 * (c.layout == "nchw") + 0.0005 * (c.chunk != 1) for c in cands}
+    clock, calls = FakeClock(), []
+    decision, _ = Planner(clock=clock, wisdom="").choose("k", cands, _runner(clock, costs, calls), torch.device("cpu"))
+    assert decision.choice == Choice(4, "nhwc", 1)
+    assert {(c.tile, c.layout) for c in calls} == {(4, "nhwc"), (4, "nchw"), (2, "nhwc"), (2, "nchw")}
+    assert {c for c in calls if c.chunk != 2} == {Choice(4, "nhwc", 1), Choice(4, "nhwc", 4)}
+    assert set(decision.times_ms) == {c.label() for c in set(calls)}
+
+
+def test_planning_stops_at_its_budget_after_one_full_round():
+    """Slow candidates (0.3 s a call against a 0.5 s budget): every candidate is timed once, then no
+    new round starts; the first call's planning cost is bounded by the budget plus one round."""
+    clock, calls = FakeClock(), []
+    costs = {c: 0.3 + 0.01 * i for i, c in enumerate(CANDS)}
+    decision, result = Planner(clock=clock, wisdom="", budget_s=0.5).choose("slow", CANDS, _runner(clock, costs, calls),
+                                                                             torch.device("cpu"))
+    assert calls == CANDS and decision.choice == CANDS[0] and result == f"output of {CANDS[0].label()}"
+    assert decision.planning_s == pytest.approx(sum(costs.values()))
+    clock, calls = FakeClock(), []
+    Planner(clock=clock, wisdom="", budget_s=60).choose("slow", CANDS, _runner(clock, costs, calls), torch.device("cpu"))
+    assert len(calls) > len(CANDS)  # with room, the rounds go on
+
+
 def test_a_plan_is_chosen_once_per_problem():
     clock, calls = FakeClock(), []
     planner = Planner(clock=clock, wisdom="")
