@@ -208,3 +208,22 @@ def test_changes_measured_on_a_busy_machine_are_cannot_tell():
     assert any("unfit to time" in w for w in cmp.caveats(c))
     new["machine_warning"] = "CPU frequency governor is 'powersave', not 'performance'"  # the same in both runs
     assert (cmp.compare(old, new).pipe(_changes, "unfold") == "regression").any()
+
+
+def test_q_values_adjust_for_the_number_of_rows_compared():
+    """Benjamini-Hochberg over the rows timed ok on both sides. 99 unchanged rows give p-values spread
+    evenly over (0, 1], so a few land below 0.05 by chance: adjusted, none does; one real change at
+    p = 1e-5 among them still does. A row not timed ok on both sides is not a test."""
+    m = pd.DataFrame({"status_old": "ok", "status_new": "ok", "judged": 1.2,
+                      "p_value": [1e-5, *np.linspace(0.01, 1.0, 99)]})
+    m.loc[len(m)] = {"status_old": "ok", "status_new": "incorrect", "judged": 1.2, "p_value": 1e-9}
+    q = cmp.q_values(m)
+    assert (m["p_value"].iloc[1:100] < 0.05).sum() == 4 and (q.iloc[1:100] >= 0.05).all()
+    assert q.iloc[0] < 0.05 and np.isnan(q.iloc[100])
+    assert cmp.q_values(m.iloc[[1]]).iloc[0] == pytest.approx(0.01)  # one row compared: q is p
+
+
+def test_every_tested_row_carries_a_q_value_no_smaller_than_its_p():
+    c = cmp.compare(fabricate_results(seed=1), fabricate_results(seed=2))
+    tested = c["q_value"].notna()
+    assert tested.sum() > 10 and (c.loc[tested, "q_value"] >= c.loc[tested, "p_value"] - 1e-12).all()

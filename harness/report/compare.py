@@ -8,7 +8,9 @@ bench-perf and nvbench do, each row is judged on what drift cancels in: its time
 own conv measured in the same rounds (`vs_vendor`; the basis "vs vendor"), and the test is made at the
 level at which values are independent: Welch's t-test on the logs of the per-round ratios (one value a
 round, `timing.repeats` a side). A row is flagged only when both hold: the ratio passes the threshold
-(NEW/OLD >= 1.10 is a regression, <= 1/1.10 an improvement) AND p < alpha.
+(NEW/OLD >= 1.10 is a regression, <= 1/1.10 an improvement) AND q < alpha, where q is the p-value
+adjusted for the number of rows compared (Benjamini-Hochberg, `q_value`): a sweep tests hundreds of
+rows at once, and at p < 0.05 one unchanged row in twenty would pass by chance.
 
 Rows without a vendor ratio (the `cudnn` rows themselves, `timing.vs_vendor=false`, tables of older
 versions) are judged on absolute medians: per-round medians when recorded (t-test), else the raw
@@ -30,7 +32,7 @@ import sys
 
 import numpy as np
 import pandas as pd
-from scipy.stats import mannwhitneyu, ttest_ind
+from scipy.stats import false_discovery_control, mannwhitneyu, ttest_ind
 
 from harness.table.schema import FAILURES
 
@@ -112,7 +114,7 @@ def _classify(row, threshold: float, alpha: float) -> str:
         return "fixed"
     if not (so == "ok" and sn == "ok") or not (row["judged"] > 0):
         return "not timed"
-    significant = row["p_value"] < alpha if not math.isnan(row["p_value"]) else True
+    significant = row["q_value"] < alpha if not math.isnan(row["q_value"]) else True
     moved = row["judged"] >= threshold or row["judged"] <= 1 / threshold
     if moved and significant and (_unfit(row.get("machine_warning_old")) or _unfit(row.get("machine_warning_new"))):
         return "cannot tell"  # measured on a machine its own check called unfit to time
@@ -128,6 +130,18 @@ def _classify(row, threshold: float, alpha: float) -> str:
     if row["judged"] <= 1 / threshold:
         return "improvement" if significant else "noise"
     return "no change"
+
+
+def q_values(m: pd.DataFrame) -> pd.Series:
+    """Benjamini-Hochberg adjusted p-values over the rows timed ok on both sides (the tests this
+    compare makes), NaN elsewhere: a flag then bounds the expected share of false alarms among the
+    flags at alpha, however many rows the sweeps hold."""
+    tested = ((m["status_old"] == "ok") & (m["status_new"] == "ok") & (m["judged"] > 0)
+              & m["p_value"].astype("float64").notna())
+    q = pd.Series(math.nan, index=m.index, dtype="float64")
+    if tested.any():
+        q[tested] = false_discovery_control(m.loc[tested, "p_value"].astype("float64").clip(0, 1), method="bh")
+    return q
 
 
 def compare(old: pd.DataFrame, new: pd.DataFrame, threshold: float = THRESHOLD,
@@ -147,6 +161,7 @@ def compare(old: pd.DataFrame, new: pd.DataFrame, threshold: float = THRESHOLD,
     m["basis"] = [j[0] for j in judged]
     m["judged"] = pd.Series([j[1] for j in judged], index=m.index, dtype="float64")
     m["p_value"] = [j[2] for j in judged]
+    m["q_value"] = q_values(m)
     m["change"] = m.apply(_classify, axis=1, threshold=threshold, alpha=alpha) if len(m) else []
     order = {c: i for i, c in enumerate(["broken", "regression", "fixed", "improvement", "cannot tell",
                                          "reference moved", "noise", "no change", "not timed", "added",
@@ -168,6 +183,7 @@ def _display(c: pd.DataFrame) -> pd.DataFrame:
         "new/old": c["ratio"].map(lambda v: "" if pd.isna(v) else f"{v:.3f}"),
         "judged": c["judged"].map(lambda v: "" if pd.isna(v) else f"{v:.3f}"), "basis": c["basis"].fillna(""),
         "p": c["p_value"].map(lambda v: "" if pd.isna(v) else f"{v:.2g}"),
+        "q": c["q_value"].map(lambda v: "" if pd.isna(v) else f"{v:.2g}"),
         "old status": c["status_old"].fillna(""), "new status": c["status_new"].fillna(""),
     }).astype(str)
 
@@ -265,7 +281,8 @@ def write(c: pd.DataFrame, out: pathlib.Path, threshold: float, alpha: float, ol
     c.to_csv(paths[0], index=False)
     md = ["# convbench compare", "", f"- old: `{old_dir}`", f"- new: `{new_dir}`",
           f"- flagged when new/old (relative to the vendor in the same rounds where measured) passes "
-          f"{threshold:g} (or 1/{threshold:g}) and p < {alpha:g} (Welch's t-test on per-round logs)",
+          f"{threshold:g} (or 1/{threshold:g}) and q < {alpha:g} (Welch's t-test on per-round logs; q: p adjusted "
+          "for the number of rows compared, Benjamini-Hochberg)",
           f"- {summary_line(c)}"] + [f"- **warning**: {w}" for w in caveats(c)] + [""]
     if (out / "compare.png").exists():
         (out / "compare.png").unlink()
@@ -305,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"warning: {warning}")
     flagged = c[c["change"].isin(["regression", "improvement", "broken", "fixed"])]
     for r in flagged.head(MAX_PRINTED).to_dict("records"):
-        ratio = "" if pd.isna(r["judged"]) else f"  {r['judged']:.2f}x {r['basis']} (p={r['p_value']:.2g})"
+        ratio = "" if pd.isna(r["judged"]) else f"  {r['judged']:.2f}x {r['basis']} (p={r['p_value']:.2g}, q={r['q_value']:.2g})"
         print(f"  {r['change']:<11} " + " ".join(str(r[k]) for k in IMPL_CASE) + ratio)
     if len(flagged) > MAX_PRINTED:
         print(f"  ... and {len(flagged) - MAX_PRINTED} more flagged rows in compare.md")
