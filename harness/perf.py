@@ -1,9 +1,11 @@
 """`make bench-perf`: the built-ins' speed targets of issues #6 and #12 (winograd), as ratios to `cudnn` (F.conv2d).
 
-Every implementation is timed against `cudnn` on the same tensors in the same process, the two
-interleaved round by round (the machine is shared, so a slow spell hits both); the ratio reported
-is the median of the per-round ratios. Peak memory above what was live before the call is measured
-for every implementation, CPU included (profiler memory events, via `harness.measure.memory`).
+Every case goes through the harness's runner (`harness.measure.passes.run_case`, as a sweep's case):
+first call (planning included), peak memory, checked calls, then the warm timing in `--rounds`
+rounds, each followed by `cudnn` on the same tensors (`timing.vs_vendor`; the machine is shared, so a
+slow spell hits both); the ratio reported is the median of the per-round ratios. Peak memory above
+what was live before the call is measured for every implementation, CPU included (profiler memory
+events, via `harness.measure.memory`).
 
 It is a report, not a test: it prints one table and exits 0 whether targets are met or not.
 The unfold targets are judged on the median ratio over the unique ResNet-50 layers (3x3 and 1x1
