@@ -56,7 +56,7 @@ from .measure.supervise import UNBUDGETED_S, call_isolated, grace
 from .measure.timing import CaseTimeout, deadline
 from .table.collect import write_results
 from .table.row import Row
-from .table.schema import Status, clip, frame
+from .table.schema import MESSAGE_CHARS, Status, clip, frame
 
 LAYER = "(whole model)"
 FORWARD, TRAIN = "forward", "forward+backward"
@@ -170,7 +170,7 @@ def check_impl_on_model(model: nn.Module, impl: str, ref: Reference, dtype: torc
             swapped, skipped = swap_convs(m, impl)
             x = ref.x.to(dtype).clone().requires_grad_()  # a copy: .to() of the same dtype would share ref.x
             out = first_tensor(m(x))
-            judge(res[FORWARD], check_tensors({"output": out}, {"output": ref.out}, dtype, device))
+            judge(res[FORWARD], check_tensors({"output": out}, {"output": ref.out}, dtype, device), MESSAGE_CHARS)
 
             def forward():
                 with torch.no_grad():
@@ -182,7 +182,7 @@ def check_impl_on_model(model: nn.Module, impl: str, ref: Reference, dtype: torc
             proj = ref.proj.to(dtype)
             (out * proj).sum().backward()
             got = {"input": x.grad, **{f"grad {n}": p.grad for n, p in m.named_parameters()}}
-            judge(res[TRAIN], check_tensors(got, ref.grads, dtype, device, zero_against_all=True))
+            judge(res[TRAIN], check_tensors(got, ref.grads, dtype, device, zero_against_all=True), MESSAGE_CHARS)
             xd = x.detach()
 
             def train_step():

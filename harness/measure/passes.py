@@ -199,11 +199,12 @@ def plan_of(fn: Callable) -> str:
         return ""
 
 
-def judge(r: PassResult, verdict: Verdict) -> None:
-    """The pass's verdict so far, recorded at once, so a later timeout keeps it."""
+def judge(r: PassResult, verdict: Verdict, limit: Optional[int] = None) -> None:
+    """The pass's verdict so far, recorded at once, so a later timeout keeps it; its message cut to
+    `limit` characters when given (one `check_tensors` over a network's parameters can name hundreds)."""
     r.verdict = verdict
     r.status = Status.ok if verdict.correct else Status.incorrect
-    r.message = verdict.message
+    r.message = verdict.message if limit is None else clip(verdict.message, limit)
 
 
 def _judged(r: PassResult, checks: RepeatedChecks) -> None:
