@@ -137,7 +137,9 @@ class Timing:
     max_noise: float = 0.02     # noise only: stop once the 95% interval's half-width <= this x median
     max_run_time: float = 0.5   # seconds of sampling per timing at most (warm and cold each)
     cold_min_run_time: float = 0.02  # seconds of cold sampling at least (each sample is one call after an eviction)
-    repeats: int = 3            # warm timing in this many rounds, each followed by the vendor's on the same inputs
+    repeats: int = 1            # warm rounds per worker process, each followed by the vendor's on the same inputs
+    processes: int = 3          # worker processes that each time every case's warm rounds (pyperf's and asv's
+                                # `processes`): values vary more between processes than within one
     vs_vendor: bool = True      # time torch's own conv in the same rounds (vs_vendor: drift cancels in compare)
 
     def __post_init__(self) -> None:
@@ -153,6 +155,8 @@ class Timing:
             raise ConfigError("timing.warmup", self.warmup, "a count of untimed calls, >= 0")
         if self.repeats < 1:
             raise ConfigError("timing.repeats", self.repeats, "a count of rounds, >= 1")
+        if self.processes < 1:
+            raise ConfigError("timing.processes", self.processes, "a count of worker processes, >= 1")
         if self.min_samples < 1:
             raise ConfigError("timing.min_samples", self.min_samples, "a count of samples, >= 1")
         if self.max_noise <= 0:

@@ -77,7 +77,7 @@ class Options:
     def timing(self) -> Timing:
         """The harness's timing with this check's sampling time: warm only, in one round (a whole
         model is timed for scale, beside its verdict; no vendor to set it against)."""
-        return Timing(min_run_time=self.min_run_time, cache=Cache.warm, repeats=1, vs_vendor=False)
+        return Timing(min_run_time=self.min_run_time, cache=Cache.warm, repeats=1, processes=1, vs_vendor=False)
 
 
 OPTION_KEYS = {"impl", "dtype", "device", "plugins", "seed", "threads", "budget_s", "timing.min_run_time"}

@@ -147,7 +147,7 @@ def case_settings(args) -> CaseSettings:
     cudnn on the same tensors (`timing.vs_vendor`), `--min-run-time` seconds of sampling per round."""
     n = args.rounds
     timing = Timing(min_run_time=args.min_run_time * n, max_run_time=max(Timing.max_run_time, 2 * args.min_run_time) * n,
-                    cache=Cache.warm, repeats=n, vs_vendor=True)
+                    cache=Cache.warm, repeats=n, processes=1, vs_vendor=True)
     return CaseSettings(torch.float32, PASSES, timing, args.threads, BUDGET_S, seed=0, channels_last=args.channels_last)
 
 
@@ -231,7 +231,7 @@ def plan_check(case: PerfCase, args, device) -> PlanCheck:
         f()  # warm-up (the planned one is planned already: this only reads the plan)
     chosen = plan_for_pass(plan_of(fns["winograd (planned)"]), "forward")
     timing = Timing(min_run_time=args.min_run_time / 2, max_run_time=max(Timing.max_run_time, args.min_run_time),
-                    cache=Cache.warm)
+                    cache=Cache.warm, processes=1)
     times = {k: [] for k in calls}
     order = list(calls)
     for round_ in range(max(3, args.rounds)):  # the order rotates: the first timing of a round reads slow

@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _compare(args, device: torch.device, threads: int) -> int:
-    settings = CaseSettings(torch.float32, ("forward",), Timing(min_run_time=args.min_run_time, warmup=1,
+    settings = CaseSettings(torch.float32, ("forward",), Timing(min_run_time=args.min_run_time, warmup=1, processes=1,
                             cache=Cache.both, max_run_time=max(2 * args.min_run_time, 0.5)),
                             threads, budget_s=60.0, seed=0)
     fn = implementations.get("cudnn")

@@ -344,7 +344,7 @@ def test_a_pass_times_warm_then_cold_within_its_budget_shares(monkeypatch):
     the checked call after them is set aside, cold 90% of what then remains: with a 0.02 s call
     under a 1 s budget every call fits, and the checked call after the timings still does."""
     fake = FakeTime().install(monkeypatch)
-    timing = Timing(min_run_time=0.1, max_run_time=10.0, min_samples=10, cold_min_run_time=0.02, repeats=1,
+    timing = Timing(min_run_time=0.1, max_run_time=10.0, min_samples=10, cold_min_run_time=0.02, repeats=1, processes=1,
                     vs_vendor=False)
     s = CaseSettings(torch.float32, ("forward",), timing, threads=1, budget_s=1.0, seed=0)
     calls = []
@@ -376,18 +376,35 @@ def test_a_slow_call_gets_a_short_timing_not_a_timeout(monkeypatch):
 
 
 def test_warm_rounds_interleave_the_vendor_and_give_its_ratio(monkeypatch):
-    """Three rounds: each a short warm timing of the implementation, then of the vendor (torch's own
-    conv) on the same inputs; the row gets the rounds' medians and the ratio per round."""
+    """Three rounds, each alternating blocks of the implementation and of the vendor (torch's own conv)
+    on the same inputs, until the implementation's own sampling time and sample count are met; the
+    row gets the rounds' medians and the ratio per round."""
     fake = FakeTime().install(monkeypatch)
     order = []
-    timing = Timing(min_run_time=0.03, min_samples=9, repeats=3)
+    timing = Timing(min_run_time=0.03, min_samples=9, repeats=3, processes=1)
     rounds = time_rounds(lambda: (order.append("impl"), fake.spend(0.002)), lambda: (order.append("vendor"), fake.spend(0.001)),
                          timing, CPU)
     assert len(rounds.timing.rounds) == 3 and len(rounds.vendor) == 3
     assert rounds.timing.n_runs >= 9 and rounds.timing.median == pytest.approx(0.002, abs=1e-5)
     assert vendor_ratios(rounds.timing.rounds, rounds.vendor) == pytest.approx([2.0] * 3, rel=1e-2)
-    switches = sum(a != b for a, b in zip(order, order[1:]))
-    assert switches == 5  # impl, vendor, impl, vendor, impl, vendor
+    assert order[:2] == ["vendor", "impl"]  # the vendor's warm-up, then one call calibrating the block size
+    sampled = order[2:]
+    assert sampled == ["impl", "vendor"] * (len(sampled) // 2)  # side by side, block after block
+    assert 0.03 <= sampled.count("impl") * 0.002 < 0.03 + 3 * 0.002  # min_run_time counts the impl's own time
+
+
+def test_paired_rounds_cancel_a_machine_that_flips_between_two_speeds(monkeypatch):
+    """A machine whose speed flips 1.6x every 0.2 s (as a 2-core AMD EPYC VM did): the ratio to the
+    vendor sampled side by side stays at its true value in every round, wherever the flips land."""
+    fake = FakeTime().install(monkeypatch)
+
+    def slowed(cost):
+        return lambda: fake.spend(cost * (1.6 if int(fake.t / 0.2) % 2 else 1.0))
+
+    timing = Timing(min_run_time=0.3, min_samples=10, repeats=5, processes=1, max_run_time=5.0)
+    rounds = time_rounds(slowed(0.002), slowed(0.001), timing, CPU)
+    assert vendor_ratios(rounds.timing.rounds, rounds.vendor) == pytest.approx([2.0] * 5, rel=0.02)
+    assert max(rounds.timing.rounds) / min(rounds.timing.rounds) > 1.3  # the absolute medians did move
 
 
 def test_a_vendor_that_cannot_run_leaves_the_timing_without_a_ratio(monkeypatch):

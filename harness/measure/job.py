@@ -38,6 +38,7 @@ from .env import environment
 from .machine import survey, warn
 from .passes import CaseSettings, PassResult, torch_settings
 from .peak import peak_gflops
+from .repeats import pool
 from .stats import values_json, vendor_ratios
 from .supervise import Supervisor
 from .worker import InProcess, WorkerSpec
@@ -167,9 +168,13 @@ def run_job(cfg: Config, out_dir: os.PathLike, *, sweep: str = "", job: int = 0,
     settings = CaseSettings.from_config(cfg, threads)
     # constructed (not entered) first: the worker must know the job's own entry to ignore it
     claim = DeviceClaim(sweep_dir or out, device, allow=cfg.allow_concurrent)
-    runner = (Supervisor(worker_spec(cfg, device, settings, claim, warm=True), out / WORKER_LOG) if isolate
-              else InProcess(worker_spec(cfg, device, settings, claim, warm=True)))
-    with runner:
+    spec = worker_spec(cfg, device, settings, claim, warm=True)
+    runner = Supervisor(spec, out / WORKER_LOG) if isolate else InProcess(spec)
+    # timing.processes - 1 more workers, each a process of its own that times the warm rounds again
+    repeaters = [Supervisor(spec, out / WORKER_LOG) if isolate else runner for _ in range(cfg.timing.processes - 1)]
+    with contextlib.ExitStack() as stack:
+        for r in dict.fromkeys([runner, *repeaters]):
+            stack.enter_context(r)
         if status is None and missing:
             status, message = runner.start()  # the worker: plug-ins, the implementation, library loading
         measuring = status is None and bool(missing)
@@ -181,7 +186,7 @@ def run_job(cfg: Config, out_dir: os.PathLike, *, sweep: str = "", job: int = 0,
         (out / ENV_FILE).write_text(json.dumps(env, indent=2))
         base = dict(env, sweep=sweep, job=job, impl=cfg.impl, suite=cfg.suite.name, model=cfg.suite.model or "",
                     device=str(device), dtype=cfg.dtype.name)
-        all_rows = _measure(cfg, shapes, kept, runner, status, message, base, device, threads,
+        all_rows = _measure(cfg, shapes, kept, runner, repeaters, status, message, base, device, threads,
                             claim if measuring else None, out, job, progress)
     df = schema.frame(all_rows)
     write_atomic(df, out / JOB_TABLE)
@@ -189,10 +194,12 @@ def run_job(cfg: Config, out_dir: os.PathLike, *, sweep: str = "", job: int = 0,
     return df
 
 
-def _measure(cfg: Config, shapes: list, kept: dict, runner, status: Optional[Status], message: str, base: dict,
-             device: torch.device, threads: int, claim: Optional[DeviceClaim], out: Path, job: int,
+def _measure(cfg: Config, shapes: list, kept: dict, runner, repeaters: list, status: Optional[Status], message: str,
+             base: dict, device: torch.device, threads: int, claim: Optional[DeviceClaim], out: Path, job: int,
              progress: bool) -> list[dict]:
-    """Every case's rows, appended to rows.jsonl as each case ends (kept ones from a resumed run as they are)."""
+    """Every case's rows, appended to rows.jsonl as each case ends (kept ones from a resumed run as they are).
+    A case is measured by `runner` (checks, memory, cold and warm timing), then its timed passes' warm
+    rounds again by each of `repeaters` (harness.measure.repeats)."""
     dtype, passes, tol = cfg.dtype.torch, [p.name for p in cfg.passes], tolerance(cfg.dtype.torch)
     measuring = claim is not None
     all_rows: list[dict] = []
@@ -212,6 +219,11 @@ def _measure(cfg: Config, shapes: list, kept: dict, runner, status: Optional[Sta
                 results = {p: PassResult(status=status, message=message) for p in passes}
             else:
                 results = runner.run(s)
+                timed = tuple(p for p, r in results.items() if r.timing is not None)
+                if timed and repeaters:
+                    again = [rep.run(s, repeat=timed) for rep in repeaters]
+                    for p in timed:
+                        pool(results[p], [a[p] for a in again])
             if not warned and any(r.concurrent for r in results.values()) and not cfg.allow_concurrent:
                 warned = True
                 log.warning("another timing job is running on %s at the same time: both measure a shared device, "

@@ -13,6 +13,7 @@ Within a pass, calls come in this order, each step its own small function:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Optional
@@ -255,25 +256,56 @@ class Graph:
     refs: dict
 
 
-def forward_pass(fn: Callable, case: Case, refs: tuple, settings: CaseSettings, where: PassContext, r: PassResult,
-                 time_it: bool) -> Graph:
-    """First call (timed, checked), second call (memory), then the timings of the forward."""
-    ref_out, ref_grads = refs
-    want_grad = "backward" in settings.passes
+def forward_calls(fn: Callable, case: Case, want_grad: bool) -> tuple[list, Callable, Optional[Callable]]:
+    """(leaves, forward, vendor_forward): the case's leaves (requiring grad for a backward) and the
+    forward call of `fn` and of torch's own conv on them (None when `fn` is torch's own conv)."""
     leaves = [t.detach().requires_grad_(want_grad) for t in (case.x, case.weight, case.bias) if t is not None]
     x, w, b = leaves[0], leaves[1], (leaves[2] if case.bias is not None else None)
 
     def forward():
         return fn(x, w, b, **case.kwargs)
 
+    def vendor_forward():
+        return VENDOR(x, w, b, **case.kwargs)
+
+    return leaves, forward, (None if fn is VENDOR else vendor_forward)
+
+
+def backward_calls(fn: Callable, case: Case, leaves: list, out: Any) -> tuple[Callable, Optional[Callable]]:
+    """(backward, vendor_backward): the gradients of the forward's `out` with respect to `leaves`,
+    and the same through torch's own conv from a graph of its own on the same leaves (built on its
+    first call, a warm-up call)."""
+    if not (isinstance(out, torch.Tensor) and out.requires_grad):
+        raise RuntimeError("the output does not require grad: backward cannot be computed "
+                           "(is it built outside autograd, or detached?)")
+    x, w = leaves[0], leaves[1]
+    b = leaves[2] if len(leaves) > 2 else None
+    vendor_graph: list = []
+
+    def backward():
+        return torch.autograd.grad(out, leaves, case.grad_out, retain_graph=True, allow_unused=True)
+
+    def vendor_backward():
+        if not vendor_graph:
+            with torch.enable_grad():
+                vendor_graph.append(VENDOR(x, w, b, **case.kwargs))
+        return torch.autograd.grad(vendor_graph[0], leaves, case.grad_out, retain_graph=True, allow_unused=True)
+
+    return backward, (None if fn is VENDOR else vendor_backward)
+
+
+def forward_pass(fn: Callable, case: Case, refs: tuple, settings: CaseSettings, where: PassContext, r: PassResult,
+                 time_it: bool) -> Graph:
+    """First call (timed, checked), second call (memory), then the timings of the forward."""
+    ref_out, ref_grads = refs
+    leaves, forward, vendor = forward_calls(fn, case, "backward" in settings.passes)
+    x, w = leaves[0], leaves[1]
+    b = leaves[2] if case.bias is not None else None
+
     def named(out):
         return {"output": out}
 
     checks = RepeatedChecks(named(ref_out), settings.dtype, where.device, InputGuard(x=x, weight=w, bias=b))
-    def vendor_forward():
-        return VENDOR(x, w, b, **case.kwargs)
-
-    vendor = None if fn is VENDOR else vendor_forward
     out = _calls_of_a_pass(fn, forward, named, checks, settings, where, r, time_it, vendor)
     return Graph(case, leaves, out, ref_grads)
 
@@ -281,12 +313,7 @@ def forward_pass(fn: Callable, case: Case, refs: tuple, settings: CaseSettings, 
 def backward_pass(fn: Callable, g: Graph, settings: CaseSettings, where: PassContext, r: PassResult) -> None:
     """First call (timed, checked), second call (memory), then the timings of the input, weight and
     bias gradients of the checked forward's graph."""
-    if not (isinstance(g.out, torch.Tensor) and g.out.requires_grad):
-        raise RuntimeError("the output does not require grad: backward cannot be computed "
-                           "(is it built outside autograd, or detached?)")
-
-    def backward():
-        return torch.autograd.grad(g.out, g.leaves, g.case.grad_out, retain_graph=True, allow_unused=True)
+    backward, vendor = backward_calls(fn, g.case, g.leaves, g.out)
 
     def named(grads):
         return dict(zip(("input", "weight", "bias"), grads))
@@ -294,18 +321,8 @@ def backward_pass(fn: Callable, g: Graph, settings: CaseSettings, where: PassCon
     x, w = g.leaves[0], g.leaves[1]
     b = g.leaves[2] if len(g.leaves) > 2 else None
     guard = InputGuard(x=x, weight=w, bias=b, grad_out=g.case.grad_out)
-    vendor_graph: list = []
-
-    def vendor_backward():
-        """The same gradients through torch's own conv, from a graph of its own on the same leaves
-        (built on the first call, a warm-up call)."""
-        if not vendor_graph:
-            with torch.enable_grad():
-                vendor_graph.append(VENDOR(x, w, b, **g.case.kwargs))
-        return torch.autograd.grad(vendor_graph[0], g.leaves, g.case.grad_out, retain_graph=True, allow_unused=True)
-
     _calls_of_a_pass(fn, backward, named, RepeatedChecks(g.refs, settings.dtype, where.device, guard),
-                     settings, where, r, time_it=True, vendor=None if fn is VENDOR else vendor_backward)
+                     settings, where, r, time_it=True, vendor=vendor)
 
 
 # exception type -> (status, whether the pass it interrupted is to blame, message from the exception)
@@ -359,6 +376,43 @@ def run_case(fn: Callable, s: Shape, settings: CaseSettings, device: torch.devic
             with deadline(settings.budget_s) as budget:
                 backward_pass(fn, graph, settings, PassContext(device, claim, probe, budget, watch, "backward"),
                               res["backward"])
+    except (CaseTimeout, Exception) as exc:
+        fail_rest(res, current, exc)
+    return res
+
+
+def repeat_case(fn: Callable, s: Shape, settings: CaseSettings, device: torch.device, passes: Iterable[str],
+                claim: Optional[DeviceClaim] = None, probe: Optional[GpuProbe] = None,
+                watch: Optional[Callable] = None) -> dict[str, PassResult]:
+    """The warm rounds of `passes` again, in another worker process than the case's first
+    (harness.measure.job: `timing.processes`): the same inputs (the seed), warm-up, then the warm
+    rounds beside the vendor. Nothing is checked, no memory nor cold timing: those were made once, by
+    the first worker; what a repeat adds is a value from another process's allocator and page state.
+    A pass that fails here says so in its status and message."""
+    watch = watch or _unwatched
+    want = [p for p in settings.passes if p in set(passes)]
+    res = {p: PassResult() for p in want}
+    warm = dataclasses.replace(settings, timing=dataclasses.replace(settings.timing, cache=Cache.warm))
+    current = "forward"
+    try:
+        watch("reference", None)
+        case = make_case(s, device, settings.dtype, settings.seed, settings.channels_last)
+        watch("forward", settings.budget_s)
+        with deadline(settings.budget_s) as budget:
+            leaves, forward, vendor = forward_calls(fn, case, "backward" in res)
+            out = forward()
+            if "forward" in res:
+                time_pass(forward, warm, PassContext(device, claim, probe, budget, watch, "forward"), res["forward"],
+                          vendor=vendor)
+                res["forward"].status, res["forward"].done = Status.ok, True
+        if "backward" in res:
+            current = "backward"
+            watch("backward", settings.budget_s, {k: r for k, r in res.items() if r.done and k != "backward"})
+            with deadline(settings.budget_s) as budget:
+                backward, vendor = backward_calls(fn, case, leaves, out)
+                time_pass(backward, warm, PassContext(device, claim, probe, budget, watch, "backward"),
+                          res["backward"], vendor=vendor)
+                res["backward"].status, res["backward"].done = Status.ok, True
     except (CaseTimeout, Exception) as exc:
         fail_rest(res, current, exc)
     return res

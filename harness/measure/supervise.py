@@ -249,13 +249,15 @@ class Supervisor:
             self.problem = (msg[1], msg[2])
         return self.problem
 
-    def run(self, shape: Shape) -> dict[str, PassResult]:
-        passes = self.spec.settings.passes
+    def run(self, shape: Shape, repeat: Optional[tuple[str, ...]] = None) -> dict[str, PassResult]:
+        """Every pass of the case; with `repeat`, only those passes' warm rounds (a repeat worker)."""
+        passes = self.spec.settings.passes if repeat is None else tuple(p for p in self.spec.settings.passes
+                                                                        if p in repeat)
         if not self.alive():
             status, message = self.start()
             if status is not None:
                 return {p: PassResult(status=status, message=message, done=True) for p in passes}
-        self.conn.send(("case", shape))
+        self.conn.send(("case", shape) if repeat is None else ("repeat", shape, tuple(passes)))
         phase, done = Phase.starting("reference", None, self.clock()), None
         while True:
             msg = self._receive(phase)

@@ -6,7 +6,8 @@ Protocol over the connection (pickles): the job sends a `WorkerSpec`; the worker
 ("ready", status, message) once the plug-ins are imported and the implementation resolved (a status
 means no case can run); then per ("case", Shape) it sends ("deadline", phase, seconds, done) as
 each phase of the case starts (None: no budget; `done`: passes already final) and finally
-("result", {pass: PassResult}, tampered). ("stop",) or EOF ends it."""
+("result", {pass: PassResult}, tampered). ("repeat", Shape, passes) asks for the warm rounds of
+those passes only (harness.measure.passes.repeat_case), answered the same way. ("stop",) or EOF ends it."""
 from __future__ import annotations
 
 import contextlib
@@ -32,7 +33,7 @@ from .concurrency import DeviceClaim
 from .devices import on_device
 from .fresh import warm_libraries
 from .machine import GpuProbe
-from .passes import CaseSettings, PassResult, error_text, run_case, torch_settings
+from .passes import CaseSettings, PassResult, error_text, repeat_case, run_case, torch_settings
 
 
 @dataclass(frozen=True)
@@ -101,10 +102,16 @@ class JobWorker:
         self.state = guard.GlobalState.capture(spec.settings.seed)
         return None, ""
 
-    def case(self, shape: Shape, watch: Optional[Callable] = None) -> tuple[dict[str, PassResult], bool]:
-        """Every pass of one case; (results, whether torch's own functions were replaced)."""
+    def case(self, shape: Shape, watch: Optional[Callable] = None,
+             repeat: Optional[tuple[str, ...]] = None) -> tuple[dict[str, PassResult], bool]:
+        """Every pass of one case (or, with `repeat`, those passes' warm rounds again); (results,
+        whether torch's own functions were replaced)."""
         self.state.reset()
-        res = run_case(self.fn, shape, self.spec.settings, self.device, self.claim, self.probe, watch=watch)
+        if repeat is None:
+            res = run_case(self.fn, shape, self.spec.settings, self.device, self.claim, self.probe, watch=watch)
+        else:
+            res = repeat_case(self.fn, shape, self.spec.settings, self.device, repeat, self.claim, self.probe,
+                              watch=watch)
         tampered = self.own.changes()
         changed = self.state.restore()
         for r in res.values():
@@ -132,8 +139,8 @@ class InProcess:
     def start(self) -> tuple[Optional[Status], str]:
         return self.worker.start()
 
-    def run(self, shape: Shape) -> dict[str, PassResult]:
-        return self.worker.case(shape)[0]
+    def run(self, shape: Shape, repeat: Optional[tuple[str, ...]] = None) -> dict[str, PassResult]:
+        return self.worker.case(shape, repeat=repeat)[0]
 
     def __enter__(self) -> "InProcess":
         return self
@@ -207,9 +214,12 @@ def serve(conn: Connection, log_path: str, environ: dict) -> None:
             msg = conn.recv()
         except EOFError:
             break
-        if msg[0] != "case":
+        if msg[0] == "case":
+            conn.send(("result", *worker.case(msg[1], watch)))
+        elif msg[0] == "repeat":
+            conn.send(("result", *worker.case(msg[1], watch, repeat=tuple(msg[2]))))
+        else:
             break
-        conn.send(("result", *worker.case(msg[1], watch)))
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)  # skip interpreter teardown: the job is waiting, and nothing is left to save
