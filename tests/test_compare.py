@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from data.synthetic import fabricate_results, write_sweep
-from harness.report import compare as cmp
+from harness.report import compare as cmp, moderated
 from harness.report.analysis import IMPL_CASE as KEY
 
 TIMED = ["regression", "improvement", "noise", "no change"]
@@ -191,11 +191,50 @@ def test_without_a_vendor_ratio_a_moved_reference_means_cannot_tell():
     assert len(timed) and (timed["change"].isin(["cannot tell", "noise"])).all()
 
 
-def test_per_round_values_are_tested_with_welch_on_logs():
-    assert cmp.log_p_value(json.dumps([1.0, 1.01, 0.99]), json.dumps([1.3, 1.31, 1.29])) < 0.01
-    assert cmp.log_p_value(json.dumps([1.0, 1.1, 0.9]), json.dumps([1.0, 1.1, 0.9])) > 0.9
-    assert np.isnan(cmp.log_p_value(json.dumps([1.0]), json.dumps([2.0])))  # one round a side: no test
-    assert cmp.log_p_value(json.dumps([1.0, 1.0]), json.dumps([2.0, 2.0])) == 0.0
+def _sides(rng, rows: int, sigma, change: float = 1.0, n: int = 3):
+    """(old, new) per-process values of `rows` rows, log-normal with spread `sigma` (a scalar or one a row)."""
+    sigma = np.broadcast_to(sigma, (rows,))
+    return [(np.exp(rng.normal(0, s, n)), change * np.exp(rng.normal(0, s, n))) for s in sigma]
+
+
+def _moderated_p(pairs):
+    stats = [moderated.row_stats(a, b) for a, b in pairs]
+    s0_2, d0 = moderated.prior(stats)
+    return np.array([moderated.p_value(st, s0_2, d0) for st in stats]), (s0_2, d0)
+
+
+def test_the_variance_prior_is_the_rows_common_variance():
+    rng = np.random.default_rng(0)
+    _, (s0_2, d0) = _moderated_p(_sides(rng, 300, 0.03))
+    assert np.sqrt(s0_2) == pytest.approx(0.03, rel=0.1) and d0 > 30  # alike rows: a strong prior
+    _, (s0_2, d0) = _moderated_p(_sides(rng, 300, np.geomspace(0.005, 0.2, 300)))
+    assert d0 < 10  # rows of very different spreads: each keeps much of its own variance
+    assert moderated.prior([moderated.row_stats(*pair) for pair in _sides(rng, 5, 0.03)]) == (pytest.approx(np.nan, nan_ok=True), 0.0)
+
+
+def test_unchanged_rows_reach_p_005_one_time_in_twenty():
+    """Calibration: 3000 unchanged rows of one machine's spread, 3 processes a side."""
+    p, _ = _moderated_p(_sides(np.random.default_rng(1), 3000, 0.04))
+    assert 0.035 < (p < 0.05).mean() < 0.065
+
+
+def test_shrinking_the_variance_finds_a_10_percent_change_three_values_cannot():
+    """100 rows 1.1x slower among 200 unchanged, 3 processes a side, spread 4%: a plain t-test on each
+    row's 3+3 values finds few; the same test with the variance shared across rows finds most."""
+    rng = np.random.default_rng(2)
+    pairs = _sides(rng, 100, 0.04, change=1.1) + _sides(rng, 200, 0.04)
+    p, _ = _moderated_p(pairs)
+    own = np.array([moderated.p_value(moderated.row_stats(a, b), np.nan, 0.0) for a, b in pairs])
+    assert (own[:100] < 0.01).mean() < 0.5 < (p[:100] < 0.01).mean()
+    assert (p[100:] < 0.01).mean() < 0.03
+
+
+def test_identical_or_too_few_values_are_no_test():
+    one = np.array([1.0])
+    assert moderated.row_stats(one, one) is None
+    same = moderated.row_stats(np.array([1.0, 1.0]), np.array([2.0, 2.0]))
+    assert moderated.p_value(same, np.nan, 0.0) == 0.0  # constant sides that differ
+    assert moderated.p_value(moderated.row_stats(np.array([1.0, 1.0]), np.array([1.0, 1.0])), np.nan, 0.0) == 1.0
 
 
 def test_changes_measured_on_a_busy_machine_are_cannot_tell():

@@ -32,10 +32,11 @@ import sys
 
 import numpy as np
 import pandas as pd
-from scipy.stats import false_discovery_control, mannwhitneyu, ttest_ind
+from scipy.stats import false_discovery_control, mannwhitneyu
 
 from harness.table.schema import FAILURES
 
+from . import moderated
 from .analysis import CASE, IMPL_CASE, REFERENCE, load_results
 from .render import markdown_table
 
@@ -72,28 +73,34 @@ def p_value(old_samples, new_samples) -> float:
     return float(mannwhitneyu(a, b, alternative="two-sided").pvalue)
 
 
-def log_p_value(old_values, new_values) -> float:
-    """Welch's two-sided t-test on the logs of per-round values (independent from round to round);
-    NaN with fewer than two values a side. Identical values on both sides: 1.0 (or 0.0 when the two
-    sides are constant and differ)."""
-    a, b = _samples(old_values), _samples(new_values)
-    if a is None or b is None or len(a) < 2 or len(b) < 2 or (a <= 0).any() or (b <= 0).any():
-        return math.nan
-    la, lb = np.log(a), np.log(b)
-    if np.ptp(la) == 0 and np.ptp(lb) == 0:
-        return 1.0 if la[0] == lb[0] else 0.0
-    return float(ttest_ind(la, lb, equal_var=False).pvalue)
-
-
-def _judge(row) -> tuple[str, float, float]:
-    """(basis, the ratio judged, its p-value) for one merged row."""
+def _judge(row) -> tuple[str, float, object, object]:
+    """(basis, the ratio judged, OLD's and NEW's values to test) for one merged row: the per-process
+    ratios to the vendor, else per-process medians (two or more a side), else raw samples."""
     if pd.notna(row.get("vs_vendor_old")) and pd.notna(row.get("vs_vendor_new")):
         return VS_VENDOR, row["vs_vendor_new"] / row["vs_vendor_old"], \
-            log_p_value(row.get("vs_vendor_rounds_old"), row.get("vs_vendor_rounds_new"))
-    p = log_p_value(row.get("round_medians_old"), row.get("round_medians_new"))
-    if not math.isnan(p):
-        return ROUNDS, row["ratio"], p
-    return SAMPLES, row["ratio"], p_value(row.get("samples_old"), row.get("samples_new"))
+            _samples(row.get("vs_vendor_rounds_old")), _samples(row.get("vs_vendor_rounds_new"))
+    a, b = _samples(row.get("round_medians_old")), _samples(row.get("round_medians_new"))
+    if a is not None and b is not None and len(a) >= 2 and len(b) >= 2:
+        return ROUNDS, row["ratio"], a, b
+    return SAMPLES, row["ratio"], row.get("samples_old"), row.get("samples_new")
+
+
+def p_values(bases: list[str], values: list[tuple], tested: list[bool]) -> list[float]:
+    """Each row's p-value: per-process values by the moderated t-test on their logs, its variance
+    prior estimated from the tested rows of the same basis (harness.report.moderated); raw samples by
+    Mann-Whitney. NaN where there is nothing to test."""
+    out = [math.nan] * len(bases)
+    for basis in (VS_VENDOR, ROUNDS):
+        rows = [i for i, b in enumerate(bases) if b == basis]
+        stats = {i: moderated.row_stats(*values[i]) for i in rows}
+        s0_2, d0 = moderated.prior([st for i, st in stats.items() if st is not None and tested[i]])
+        for i, st in stats.items():
+            if st is not None:
+                out[i] = moderated.p_value(st, s0_2, d0)
+    for i, b in enumerate(bases):
+        if b == SAMPLES:
+            out[i] = p_value(*values[i])
+    return out
 
 
 def _unfit(warning) -> bool:
@@ -160,7 +167,8 @@ def compare(old: pd.DataFrame, new: pd.DataFrame, threshold: float = THRESHOLD,
     judged = [_judge(r) for r in m.to_dict("records")]
     m["basis"] = [j[0] for j in judged]
     m["judged"] = pd.Series([j[1] for j in judged], index=m.index, dtype="float64")
-    m["p_value"] = [j[2] for j in judged]
+    tested = ((m["status_old"] == "ok") & (m["status_new"] == "ok") & (m["judged"] > 0)).tolist()
+    m["p_value"] = p_values(m["basis"].tolist(), [j[2:] for j in judged], tested)
     m["q_value"] = q_values(m)
     m["change"] = m.apply(_classify, axis=1, threshold=threshold, alpha=alpha) if len(m) else []
     order = {c: i for i, c in enumerate(["broken", "regression", "fixed", "improvement", "cannot tell",
