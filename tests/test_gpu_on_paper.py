@@ -65,7 +65,7 @@ def fake_cuda(monkeypatch):
 
 
 def settings(**kw) -> CaseSettings:
-    t = Timing(**{"min_run_time": 0.05, "warmup": 1, "cache": Cache.both, **kw})
+    t = Timing(**{"min_run_time": 0.05, "warmup": 1, "cache": Cache.both, "processes": 1, **kw})
     return CaseSettings(torch.float32, ("forward",), t, threads=1, budget_s=60.0, seed=0)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from types import SimpleNamespace
 
+import pytest
 import torch
 
 from harness.measure import machine
@@ -30,9 +31,33 @@ def test_governor_from_sysfs(tmp_path):
     assert machine.governor(tmp_path / "absent") == ""
 
 
+def test_a_machine_whose_speed_moves_is_named_but_not_called_busy():
+    flips = MachineState("performance", 0.3, 2, 1.0, speed_spread=1.6)
+    (why,) = flips.warnings
+    assert why.startswith("the speed of a fixed workload moved 1.6x within 0.6 s") and "vs_vendor" in why
+    assert flips.columns()["speed_spread"] == 1.6
+    from harness.report.compare import _unfit
+    assert not _unfit(flips.columns()["machine_warning"])  # ratios to the vendor cancel it: compare still judges
+
+
+def test_speed_spread_is_the_slowest_windows_median_over_the_fastest():
+    """A fake clock: calls cost 1 ms in even windows, 1.6 ms in odd ones, with one 50 ms preemption
+    (a single call: a window's median ignores it)."""
+    t = [0.0]
+    calls = [0]
+
+    def work():
+        calls[0] += 1
+        t[0] += 0.05 if calls[0] == 3 else 0.001 * (1.6 if int(t[0] / 0.05) % 2 else 1.0)
+
+    assert machine.speed_spread(work, windows=4, window_s=0.05, clock=lambda: t[0]) == pytest.approx(1.6, rel=0.01)
+    steady = machine.speed_spread(lambda: t.__setitem__(0, t[0] + 0.001), windows=4, clock=lambda: t[0])
+    assert steady == pytest.approx(1.0)
+
+
 def test_survey_reads_this_machine():
     state = machine.survey(interval=0.05)
-    assert state.cores >= 1 and state.load_avg >= 0 and 0 <= state.other_cpu_pct <= 100
+    assert state.cores >= 1 and state.load_avg >= 0 and 0 <= state.other_cpu_pct <= 100 and state.speed_spread >= 1
 
 
 def fake_nvml(clock_mhz: float, reasons: int, max_mhz: float = 2000.0):

@@ -3,19 +3,23 @@ per job, never silently.
 
 At job start: the CPU frequency governor (`performance` keeps clocks fixed; `powersave`/`ondemand`
 let them ramp, so early samples are slower), the 1-minute load average per core, and the share of
-the CPUs that *other* processes used over a short window (psutil). Per row on CUDA: the SM clock
+the CPUs that *other* processes used over a short window (psutil), and how far the speed of a fixed
+small workload moves within a fraction of a second (`speed_spread`: a VM whose host is shared can
+flip between speeds 1.6x apart every 0.2-1 s with nothing else running in it). Per row on CUDA: the SM clock
 (`torch.cuda.clock_rate`, or NVML) and NVML's clock-event (throttle) reasons, read before and after
 the timings. A row is `throttled` when a thermal/power reason is active or the SM clock is below
 75% of its maximum (nvbench's threshold). nvbench drops throttled samples; reading NVML costs
 about a millisecond, too much per sample, so rows are marked instead (and the report counts them)."""
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import psutil
 import torch
@@ -24,6 +28,9 @@ log = logging.getLogger(__name__)
 
 LOAD_PER_CORE = 1.0        # more runnable processes than cores: timed calls wait for a core
 OTHER_CPU_PCT = 10.0       # other processes use at least this % of all CPUs
+SPEED_SPREAD = 1.2         # a fixed workload's slowest window over its fastest: the speed moves
+SPEED_WINDOWS = 12         # windows of SPEED_WINDOW_S each (0.6 s per job)
+SPEED_WINDOW_S = 0.05
 THROTTLE_CLOCK = 0.75      # SM clock below this fraction of its maximum: throttled (nvbench)
 # NVML clock-event reasons that slow the GPU down: SW power cap, HW slowdown, SW/HW thermal, power brake
 
@@ -34,6 +41,7 @@ class MachineState:
     load_avg: float           # 1-minute load average
     cores: int
     other_cpu_pct: float      # % of all CPUs used by other processes during the survey
+    speed_spread: float = 1.0  # a fixed workload's slowest window's median over its fastest's
 
     @property
     def warnings(self) -> list[str]:
@@ -44,11 +52,16 @@ class MachineState:
             why.append(f"load average {self.load_avg:.1f} on {self.cores} cores")
         if self.other_cpu_pct >= OTHER_CPU_PCT:
             why.append(f"other processes use {self.other_cpu_pct:.0f}% of the CPUs")
+        if self.speed_spread >= SPEED_SPREAD:
+            why.append(f"the speed of a fixed workload moved {self.speed_spread:.2g}x within "
+                       f"{SPEED_WINDOWS * SPEED_WINDOW_S:.2g} s (a shared host, changing clocks): absolute times will "
+                       "not repeat, ratios to the vendor measured side by side (vs_vendor) cancel it")
         return why
 
     def columns(self) -> dict:
         return dict(cpu_governor=self.governor, load_avg=round(self.load_avg, 2),
-                    other_cpu_pct=round(self.other_cpu_pct, 1), machine_warning="; ".join(self.warnings))
+                    other_cpu_pct=round(self.other_cpu_pct, 1), speed_spread=round(self.speed_spread, 3),
+                    machine_warning="; ".join(self.warnings))
 
 
 def governor(root: Path = Path("/sys/devices/system/cpu")) -> str:
@@ -73,9 +86,40 @@ def other_cpu_pct(interval: float = 0.2) -> float:
     return max(0.0, system - mine)
 
 
+def _small_work(x=torch.ones(64, 64)) -> None:
+    torch.mm(x, x)
+
+
+def speed_spread(work: Callable[[], Any] = _small_work, windows: int = SPEED_WINDOWS,
+                 window_s: float = SPEED_WINDOW_S, clock: Callable[[], float] = time.perf_counter) -> float:
+    """The slowest window's median call time of `work` over the fastest window's: 1.0 on a machine
+    whose speed holds; preemptions move single calls, not a window's median."""
+    medians = []
+    for _ in range(windows):
+        times, end = [], clock() + window_s
+        while clock() < end:
+            t0 = clock()
+            work()
+            times.append(clock() - t0)
+        medians.append(statistics.median(times))
+    return max(medians) / min(medians) if min(medians) > 0 else 1.0
+
+
 def survey(interval: float = 0.2) -> MachineState:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
-    return MachineState(governor(), load, psutil.cpu_count() or 1, other_cpu_pct(interval))
+    with _one_thread():
+        spread = speed_spread()
+    return MachineState(governor(), load, psutil.cpu_count() or 1, other_cpu_pct(interval), spread)
+
+
+@contextlib.contextmanager
+def _one_thread():
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved)
 
 
 def warn(state: MachineState, job: Any = "") -> None:

@@ -82,6 +82,7 @@ class Row:
     cpu_governor: str = ""
     load_avg: Optional[float] = None
     other_cpu_pct: Optional[float] = None
+    speed_spread: Optional[float] = None
     machine_warning: str = ""
     git_rev: str = ""
     git_dirty: Optional[bool] = None
