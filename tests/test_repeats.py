@@ -124,3 +124,13 @@ def test_a_crash_in_another_process_is_the_rows_status(tmp_path, monkeypatch, co
     fwd = first[first["pass"] == "forward"]["message"].iloc[0]
     assert fwd.startswith("in worker process 2 of 2 (a repeat of the warm timing): the worker was killed by SIGSEGV")
     assert first["time_median_s"].notna().all()  # the first process's timing is kept
+
+
+def test_the_processes_of_a_case_are_spread_over_the_job():
+    from harness.measure.repeats import schedule
+    order = schedule(30, 3)
+    assert sorted(order) == [(i, k) for i in range(30) for k in range(3)]
+    for i in range(30):
+        steps = [order.index((i, k)) for k in range(3)]
+        assert steps == sorted(steps) and steps[1] - steps[0] >= 10 and steps[2] - steps[1] >= 10  # a third of the job apart
+    assert schedule(1, 3) == [(0, 0), (0, 1), (0, 2)] and schedule(3, 1) == [(0, 0), (1, 0), (2, 0)]

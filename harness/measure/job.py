@@ -38,7 +38,7 @@ from .env import environment
 from .machine import survey, warn
 from .passes import CaseSettings, PassResult, torch_settings
 from .peak import peak_gflops
-from .repeats import pool
+from .repeats import pool, schedule
 from .stats import values_json, vendor_ratios
 from .supervise import Supervisor
 from .worker import InProcess, WorkerSpec
@@ -199,7 +199,7 @@ def _measure(cfg: Config, shapes: list, kept: dict, runner, repeaters: list, sta
              progress: bool) -> list[dict]:
     """Every case's rows, appended to rows.jsonl as each case ends (kept ones from a resumed run as they are).
     A case is measured by `runner` (checks, memory, cold and warm timing), then its timed passes' warm
-    rounds again by each of `repeaters` (harness.measure.repeats)."""
+    rounds again by each of `repeaters`, spread over the job (harness.measure.repeats.schedule)."""
     dtype, passes, tol = cfg.dtype.torch, [p.name for p in cfg.passes], tolerance(cfg.dtype.torch)
     measuring = claim is not None
     all_rows: list[dict] = []
@@ -210,28 +210,35 @@ def _measure(cfg: Config, shapes: list, kept: dict, runner, repeaters: list, sta
             claim or contextlib.nullcontext(), _progress(len(shapes), progress) as bar:
         peak = peak_gflops(str(device), dtype, threads, allow_tf32=cfg.allow_tf32) if measuring else float("nan")
         task = bar.add_task(f"job {job} {cfg.impl}", total=len(shapes), completed=len(kept))
-        for s in shapes:
-            if (s.layer, label(s)) in kept:
-                all_rows.extend(kept[s.layer, label(s)])
-                continue
-            bar.update(task, description=f"job {job} {cfg.impl} {s.layer}")
-            if status is not None:
-                results = {p: PassResult(status=status, message=message) for p in passes}
-            else:
-                results = runner.run(s)
-                timed = tuple(p for p, r in results.items() if r.timing is not None)
-                if timed and repeaters:
-                    again = [rep.run(s, repeat=timed) for rep in repeaters]
-                    for p in timed:
-                        pool(results[p], [a[p] for a in again])
-            if not warned and any(r.concurrent for r in results.values()) and not cfg.allow_concurrent:
+        todo = [s for s in shapes if (s.layer, label(s)) not in kept]
+        done: dict[int, list[dict]] = {}
+        results: dict[int, dict] = {}
+        again: dict[int, list] = {}
+        for i, k in schedule(len(todo), 1 + len(repeaters) if status is None else 1):
+            s = todo[i]
+            if k == 0:
+                bar.update(task, description=f"job {job} {cfg.impl} {s.layer}")
+                results[i] = ({p: PassResult(status=status, message=message) for p in passes} if status is not None
+                              else runner.run(s))
+                again[i] = []
+            timed = tuple(p for p, r in results[i].items() if r.timing is not None)
+            if k > 0 and timed:
+                again[i].append(repeaters[k - 1].run(s, repeat=timed))
+            if k < len(repeaters) and status is None:
+                continue  # more processes to come for this case
+            res, extra = results.pop(i), again.pop(i)
+            for p in timed:
+                pool(res[p], [a[p] for a in extra])
+            if not warned and any(r.concurrent for r in res.values()) and not cfg.allow_concurrent:
                 warned = True
                 log.warning("another timing job is running on %s at the same time: both measure a shared device, "
                             "so their timings are distorted. Rows are marked concurrent=True. Run jobs one at a "
                             "time (the default launcher, or hydra.sweeper.max_batch_size=1), or set "
                             "allow_concurrent=true to accept this.", device)
-            rows = [make_row(base, s, p, r, tol, peak).as_dict() for p, r in results.items()]
-            append_rows(out / ROWS_FILE, rows)
-            all_rows.extend(rows)
+            done[i] = [make_row(base, s, p, r, tol, peak).as_dict() for p, r in res.items()]
+            append_rows(out / ROWS_FILE, done[i])
             bar.advance(task)
+        finished = iter(done[i] for i in range(len(todo)))
+        for s in shapes:
+            all_rows.extend(kept[s.layer, label(s)] if (s.layer, label(s)) in kept else next(finished))
     return all_rows

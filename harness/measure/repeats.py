@@ -4,9 +4,15 @@ harness.measure.passes.repeat_case) times the warm rounds again. Values vary mor
 (allocator and page state, the address layout) than within one, so the row keeps one value per
 process (`TimingResult.rounds`, and the vendor's beside it): its interval, `noisy` and compare's test
 see that spread. With `timing.repeats` > 1 a process's rounds are summarised by their median first:
-rounds of one process are not independent of each other in the sense compare's test needs."""
+rounds of one process are not independent of each other in the sense compare's test needs.
+
+When each process runs is `schedule`'s: the processes of one case are spread over the job's
+duration, not run back to back, so a row's values also see what drifts over tens of seconds (a
+Python-heavy loop read 1.6x slower than in the previous sweep for a whole job, in all three
+processes run back to back, on a VM whose host was busy)."""
 from __future__ import annotations
 
+import math
 import statistics
 from typing import Sequence
 
@@ -17,6 +23,16 @@ from .passes import PassResult
 from .stats import TimingResult
 
 FAILED = (Status.crashed, Status.error)  # a repeat that ends so: the implementation failed on this case
+
+
+def schedule(cases: int, processes: int) -> list[tuple[int, int]]:
+    """(case, process) in the order they run: process k of case i at step i + k * lag, lag =
+    ceil(cases / processes), the first process of a case before its others (they time only what
+    it timed). Each row's processes are spread over the job; a case's rows are final, and written,
+    after its last process: at most 2 x lag cases are in flight (lost if the job is killed, measured
+    again by resume)."""
+    lag = max(1, math.ceil(cases / processes))
+    return sorted(((i, k) for i in range(cases) for k in range(processes)), key=lambda t: (t[0] + t[1] * lag, t[1]))
 
 
 def _process_value(t: TimingResult) -> float:

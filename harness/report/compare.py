@@ -40,7 +40,7 @@ from . import moderated
 from .analysis import CASE, IMPL_CASE, REFERENCE, load_results
 from .render import markdown_table
 
-THRESHOLD = 1.10
+THRESHOLD = 1.05
 ALPHA = 0.05
 FLAGGED = ("regression", "broken")  # what --fail-on-regression fails on
 MAX_PRINTED = 20
@@ -85,13 +85,17 @@ def _judge(row) -> tuple[str, float, object, object]:
     return SAMPLES, row["ratio"], row.get("samples_old"), row.get("samples_new")
 
 
-def p_values(bases: list[str], values: list[tuple], tested: list[bool]) -> list[float]:
+def p_values(bases: list[str], impls: list[str], values: list[tuple], tested: list[bool]) -> list[float]:
     """Each row's p-value: per-process values by the moderated t-test on their logs, its variance
-    prior estimated from the tested rows of the same basis (harness.report.moderated); raw samples by
+    prior estimated from the tested rows of the same basis and implementation (harness.report.
+    moderated: an implementation's rows share its noise, a Python loop's far more than a library
+    call's, so a prior pooled over all would make the noisy ones overconfident); raw samples by
     Mann-Whitney. NaN where there is nothing to test."""
     out = [math.nan] * len(bases)
-    for basis in (VS_VENDOR, ROUNDS):
-        rows = [i for i, b in enumerate(bases) if b == basis]
+    for group in dict.fromkeys(zip(bases, impls)):
+        if group[0] == SAMPLES:
+            continue
+        rows = [i for i, g in enumerate(zip(bases, impls)) if g == group]
         stats = {i: moderated.row_stats(*values[i]) for i in rows}
         s0_2, d0 = moderated.prior([st for i, st in stats.items() if st is not None and tested[i]])
         for i, st in stats.items():
@@ -168,7 +172,7 @@ def compare(old: pd.DataFrame, new: pd.DataFrame, threshold: float = THRESHOLD,
     m["basis"] = [j[0] for j in judged]
     m["judged"] = pd.Series([j[1] for j in judged], index=m.index, dtype="float64")
     tested = ((m["status_old"] == "ok") & (m["status_new"] == "ok") & (m["judged"] > 0)).tolist()
-    m["p_value"] = p_values(m["basis"].tolist(), [j[2:] for j in judged], tested)
+    m["p_value"] = p_values(m["basis"].tolist(), m["impl"].tolist(), [j[2:] for j in judged], tested)
     m["q_value"] = q_values(m)
     m["change"] = m.apply(_classify, axis=1, threshold=threshold, alpha=alpha) if len(m) else []
     order = {c: i for i, c in enumerate(["broken", "regression", "fixed", "improvement", "cannot tell",
