@@ -108,8 +108,9 @@ def timer_blocks(timer: Timer, min_run_time: float) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m harness.timer_agreement", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--min-run-time", type=float, default=0.2, help="seconds per measurement (every side)")
+    ap.add_argument("--rounds", type=int, default=15,
+                    help="interleaved rounds; many short ones keep each pair close in time (a host whose speed flips)")
+    ap.add_argument("--min-run-time", type=float, default=0.05, help="seconds per measurement (every side)")
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads, as conf/config.yaml's `threads` (0: torch's default)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")

@@ -1,19 +1,21 @@
 """What changed between two sweeps: per (impl, shape, device, dtype, pass), NEW against OLD.
 
-    python -m harness.report.compare OLD NEW [--threshold 1.10] [--alpha 0.05] [--fail-on-regression]
+    python -m harness.report.compare OLD NEW [--threshold 1.05] [--alpha 0.05] [--fail-on-regression]
 
-Timings move with the machine (frequency, allocator and page state, neighbours), and all samples of a
-row come from one process and one moment, so a test on them says nothing about a second run. So, as
-bench-perf and nvbench do, each row is judged on what drift cancels in: its time relative to torch's
-own conv measured in the same rounds (`vs_vendor`; the basis "vs vendor"), and the test is made at the
-level at which values are independent: Welch's t-test on the logs of the per-round ratios (one value a
-round, `timing.repeats` a side). A row is flagged only when both hold: the ratio passes the threshold
-(NEW/OLD >= 1.10 is a regression, <= 1/1.10 an improvement) AND q < alpha, where q is the p-value
-adjusted for the number of rows compared (Benjamini-Hochberg, `q_value`): a sweep tests hundreds of
-rows at once, and at p < 0.05 one unchanged row in twenty would pass by chance.
+Timings move with the machine (frequency, allocator and page state, neighbours, a shared host), so,
+as bench-perf and nvbench do, each row is judged on what drift cancels in: its time relative to
+torch's own conv measured side by side in the same rounds (`vs_vendor`; the basis "vs vendor"), and
+the test is made at the level at which values are independent: one value per worker process
+(`timing.processes`, spread over the job), by a moderated t-test on their logs whose variance is
+shrunk toward the other rows' of the same implementation (harness.report.moderated): three values a
+side alone have no power, and rows that happen to agree look falsely certain. A row is flagged only
+when both hold: the ratio passes the threshold (NEW/OLD >= 1.05 is a regression, <= 1/1.05 an
+improvement) AND q < alpha, where q is the p-value adjusted for the number of rows compared
+(Benjamini-Hochberg, `q_value`): a sweep tests hundreds of rows at once, and at p < 0.05 one unchanged
+row in twenty would pass by chance.
 
 Rows without a vendor ratio (the `cudnn` rows themselves, `timing.vs_vendor=false`, tables of older
-versions) are judged on absolute medians: per-round medians when recorded (t-test), else the raw
+versions) are judged on absolute medians: per-process medians when recorded (the same test), else the raw
 samples (Mann-Whitney U, an overconfident test for a run-to-run question, said so in a warning). There,
 if the reference itself moved past the threshold on the same case, the row is 'cannot tell' rather
 than flagged; so is any change measured on a machine its own check called unfit to time
@@ -293,7 +295,7 @@ def write(c: pd.DataFrame, out: pathlib.Path, threshold: float, alpha: float, ol
     c.to_csv(paths[0], index=False)
     md = ["# convbench compare", "", f"- old: `{old_dir}`", f"- new: `{new_dir}`",
           f"- flagged when new/old (relative to the vendor in the same rounds where measured) passes "
-          f"{threshold:g} (or 1/{threshold:g}) and q < {alpha:g} (Welch's t-test on per-round logs; q: p adjusted "
+          f"{threshold:g} (or 1/{threshold:g}) and q < {alpha:g} (moderated t-test on per-process logs; q: p adjusted "
           "for the number of rows compared, Benjamini-Hochberg)",
           f"- {summary_line(c)}"] + [f"- **warning**: {w}" for w in caveats(c)] + [""]
     if (out / "compare.png").exists():
