@@ -12,7 +12,6 @@ the timings. A row is `throttled` when a thermal/power reason is active or the S
 about a millisecond, too much per sample, so rows are marked instead (and the report counts them)."""
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import statistics
@@ -23,6 +22,8 @@ from typing import Any, Callable, Optional, Sequence
 
 import psutil
 import torch
+
+from .timing import at_threads
 
 log = logging.getLogger(__name__)
 
@@ -107,19 +108,9 @@ def speed_spread(work: Callable[[], Any] = _small_work, windows: int = SPEED_WIN
 
 def survey(interval: float = 0.2) -> MachineState:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
-    with _one_thread():
+    with at_threads(1):
         spread = speed_spread()
     return MachineState(governor(), load, psutil.cpu_count() or 1, other_cpu_pct(interval), spread)
-
-
-@contextlib.contextmanager
-def _one_thread():
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(saved)
 
 
 def warn(state: MachineState, job: Any = "") -> None:

@@ -44,8 +44,8 @@ def pool(first: PassResult, repeats: Sequence[PassResult]) -> None:
     samples pooled, one round value per process, the vendor's per process when every process timed
     it. A repeat that crashed or raised turns an `ok` row into that status (the implementation failed
     on a call of this case, only in another process); a repeat without a timing is a note (noisy)."""
-    if first.timing is None:
-        return
+    if first.timing is None or not repeats:
+        return  # nothing timed, or one process: its rounds stay as they are
     timed = [first]
     for k, r in enumerate(repeats, start=2):
         where = f"worker process {k} of {len(repeats) + 1} (a repeat of the warm timing)"
@@ -61,8 +61,6 @@ def pool(first: PassResult, repeats: Sequence[PassResult]) -> None:
                 first.message = "; ".join(filter(None, [first.message, text]))
         first.notes.extend(r.notes)
         first.concurrent |= r.concurrent
-    if len(timed) == 1 and not repeats:
-        return  # one process: its rounds stay as they are
     samples = tuple(x for r in timed for x in r.timing.samples)
     rounds = tuple(_process_value(r.timing) for r in timed)
     vendor = tuple(statistics.median(r.vendor_rounds) for r in timed) \

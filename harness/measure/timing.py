@@ -156,7 +156,7 @@ def time_call(fn: Callable[[], Any], timing: Timing, device: torch.device, threa
     stopping rule of `timing.method` (harness.measure.stopping)."""
     clock = clock or clock_for(device)
     stopping = stopping_for(timing).within(cap_s)
-    with _threads(threads):
+    with at_threads(threads):
         if warm:
             once = warm_up(fn, timing, device, clock)
         block = block_size(fn, clock, stopping, timing.min_samples, once)
@@ -217,33 +217,36 @@ def time_rounds(fn: Callable[[], Any], vendor: Optional[Callable[[], Any]], timi
     vendor_once = None
     if vendor is not None:
         try:
-            with _threads(threads):
+            with at_threads(threads):
                 vendor_once = warm_up(vendor, per, device, clock) or clock.time(vendor, 1)
         except Exception:
             vendor = None
+    each = None if cap_s is None else cap_s / n  # one round's share of the cap
+
+    def alone() -> TimingResult:
+        return time_call(fn, per, device, threads, clock=clock, cap_s=each, warm=False, once=once)
+
     samples: list[float] = []
     medians, vendor_medians = [], []
     capped = False
     if vendor is not None:
         single = stopping_for(per)
-        stopping = Stopping(single.criteria, 2 * single.cap_s).within(None if cap_s is None else cap_s / n)
-        with _threads(threads):  # block sizes once, for every round
+        stopping = Stopping(single.criteria, 2 * single.cap_s).within(each)
+        with at_threads(threads):  # block sizes once, for every round
             block = block_size(fn, clock, single.within(stopping.cap_s / 2), per.min_samples, once)
             vblock = block_size(vendor, clock, single.within(stopping.cap_s / 2), per.min_samples, vendor_once)
     for i in range(n):
         if vendor is None:
-            t = time_call(fn, per, device, threads, clock=clock, cap_s=None if cap_s is None else cap_s / n,
-                          warm=False, once=once)
+            t = alone()
         else:
-            with _threads(threads):
+            with at_threads(threads):
                 try:
                     t, v = sample_pairs(fn, vendor, clock, stopping, block=block, vendor_block=vblock,
                                         min_samples=per.min_samples)
                     vendor_medians.append(float(statistics.median(v)))
                 except Exception:  # the vendor failed mid-way: this round without it, the rest too
                     vendor, vendor_medians = None, []
-                    t = time_call(fn, per, device, threads, clock=clock, cap_s=None if cap_s is None else cap_s / n,
-                                  warm=False, once=once)
+                    t = alone()
         samples += t.samples
         medians.append(t.median)
         capped |= t.capped
@@ -266,7 +269,7 @@ def time_cold(fn: Callable[[], Any], timing: Timing, device: torch.device, threa
     flush = flush or Flusher(device)
     keep = getattr(flush, "keep", None)
     call = fn if keep is None else (lambda: keep(fn()))
-    with _threads(threads):
+    with at_threads(threads):
         for _ in range(warmup):
             flush()
             call()
@@ -276,7 +279,7 @@ def time_cold(fn: Callable[[], Any], timing: Timing, device: torch.device, threa
 
 
 @contextlib.contextmanager
-def _threads(threads: Optional[int]):
+def at_threads(threads: Optional[int]):
     """Timing at the job's thread count (as torch.utils.benchmark.Timer's num_threads)."""
     if not threads or threads == torch.get_num_threads():
         yield

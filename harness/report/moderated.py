@@ -16,9 +16,9 @@ from typing import Optional, Sequence
 
 import numpy as np
 from scipy.special import digamma, polygamma
-from scipy.stats import t as student_t
+from scipy.stats import norm, t as student_t
 
-MIN_ROWS = 10  # fewer rows than this with a variance: no prior, each row's own t-test (Welch)
+MIN_ROWS = 10  # fewer rows than this with a variance: no prior, each row's own pooled t-test
 
 
 @dataclass(frozen=True)
@@ -85,4 +85,4 @@ def p_value(s: RowStats, s0_2: float, d0: float) -> float:
     if s2 <= 0:
         return 1.0 if s.diff == 0 else 0.0
     t = s.diff / (math.sqrt(s2) * s.scale)
-    return float(2 * student_t.sf(abs(t), df)) if df != math.inf else float(2 * student_t.sf(abs(t), 1e9))
+    return float(2 * (norm.sf(abs(t)) if df == math.inf else student_t.sf(abs(t), df)))
