@@ -3,6 +3,8 @@ pooling rules on plain records, then real jobs whose implementation notes the pr
 from __future__ import annotations
 
 import json
+import random
+import statistics
 import os
 
 import pytest
@@ -134,3 +136,23 @@ def test_the_processes_of_a_case_are_spread_over_the_job():
         steps = [order.index((i, k)) for k in range(3)]
         assert steps == sorted(steps) and steps[1] - steps[0] >= 10 and steps[2] - steps[1] >= 10  # a third of the job apart
     assert schedule(1, 3) == [(0, 0), (0, 1), (0, 2)] and schedule(3, 1) == [(0, 0), (1, 0), (2, 0)]
+
+
+def test_a_warm_timing_is_judged_on_its_ratio_to_the_vendor_beside_it():
+    """A machine whose speed flips 1.6x between processes moves every absolute time (noisy on the
+    samples) but not the step ratios (not noisy); a row that sleeps at random moves the ratios."""
+    from harness.measure.stats import TimingResult, warm_unstable
+    rng = random.Random(0)
+    speeds = [1.0, 1.6, 1.0]
+    samples = [s * (1 + 0.01 * rng.random()) for s in speeds for _ in range(20)]
+    ratios = [2.0 * (1 + 0.01 * rng.random()) for _ in range(60)]
+    timing = TimingResult(tuple(samples), rounds=tuple(float(statistics.median(samples[20 * k:20 * k + 20]))
+                                                      for k in range(3)))
+    assert timing.unstable  # the absolute times are not to be trusted ...
+    steady = TimingResult(tuple(ratios), rounds=(2.01, 2.0, 2.01))
+    assert warm_unstable(timing, steady) == []  # ... their ratio is
+    sleepy = [r * (3 if rng.random() < 0.3 else 1) for r in ratios]
+    assert any(w.startswith("vs vendor: ") for w in warm_unstable(timing, TimingResult(tuple(sleepy), rounds=(2.0, 2.4, 3.0))))
+    assert warm_unstable(timing, None) == timing.unstable  # no vendor beside it: the samples themselves
+    few = TimingResult(tuple(samples[:4]))
+    assert warm_unstable(few, TimingResult(tuple(ratios[:4])))[0].startswith("only 4 samples")

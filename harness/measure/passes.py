@@ -65,6 +65,7 @@ class PassResult:
     peak_mem: Optional[int] = None
     timing: Optional[TimingResult] = None       # warm (pooled over its rounds)
     vendor_rounds: tuple = ()                   # torch's own conv's warm median in each of those rounds
+    paired: Optional[TimingResult] = None       # per step, the time over the vendor's beside it (noisy's)
     cold: Optional[TimingResult] = None
     gpu: Optional[GpuReading] = None            # SM clock and throttling while timed (CUDA)
     notes: list = field(default_factory=list)   # why a timing is missing or short (-> noisy_reason)
@@ -160,8 +161,10 @@ def time_pass(call: Callable[[], Any], settings: CaseSettings, where: PassContex
     the timings) are set aside: timings shrink to fit the budget, the checks never do. The warm timing
     comes in `timing.repeats` rounds, each followed by `vendor` (the same pass with torch's own conv)
     when given and `timing.vs_vendor` is on. Cold samples evict `operands` and what the implementation
-    `fn` keeps (harness.measure.flush.cold_prepare). Sets r.timing, r.vendor_rounds, r.cold, r.gpu,
-    r.concurrent."""
+    `fn` keeps (harness.measure.flush.cold_prepare). Sets r.timing, r.vendor_rounds, r.paired, r.cold,
+    r.gpu, r.concurrent. When `fn` is torch's own conv, `vendor` is a second instance of it: the pair
+    gives `noisy` a series the machine's speed cancels from, and no ratio to the vendor (1 by
+    construction, and compare's 'reference moved' rule reads the vendor's own times)."""
     timing, device = settings.timing, where.device
     t0 = time.time()
     before = where.claim is not None and where.claim.busy()
@@ -173,7 +176,8 @@ def time_pass(call: Callable[[], Any], settings: CaseSettings, where: PassContex
         warm_share = 0.45 if timing.cache == Cache.both else 0.9  # of the budget left: cold gets the rest
         rounds = time_rounds(call, vendor if timing.vs_vendor else None, timing, device, settings.threads,
                              cap_s=where.left(warm_share, reserve_s), once=warm_up_s)
-        r.timing, r.vendor_rounds = rounds.timing, rounds.vendor
+        r.timing, r.paired = rounds.timing, rounds.paired
+        r.vendor_rounds = () if fn is VENDOR else rounds.vendor
     if timing.cache in (Cache.cold, Cache.both):
         cold_cap_s = where.left(0.9, reserve_s)
         one = r.timing.median if r.timing else call_s
@@ -258,7 +262,8 @@ class Graph:
 
 def forward_calls(fn: Callable, case: Case, want_grad: bool) -> tuple[list, Callable, Optional[Callable]]:
     """(leaves, forward, vendor_forward): the case's leaves (requiring grad for a backward) and the
-    forward call of `fn` and of torch's own conv on them (None when `fn` is torch's own conv)."""
+    forward call of `fn` and of torch's own conv on them (a second instance when `fn` is torch's own
+    conv: harness.measure.passes.time_pass)."""
     leaves = [t.detach().requires_grad_(want_grad) for t in (case.x, case.weight, case.bias) if t is not None]
     x, w, b = leaves[0], leaves[1], (leaves[2] if case.bias is not None else None)
 
@@ -268,7 +273,7 @@ def forward_calls(fn: Callable, case: Case, want_grad: bool) -> tuple[list, Call
     def vendor_forward():
         return VENDOR(x, w, b, **case.kwargs)
 
-    return leaves, forward, (None if fn is VENDOR else vendor_forward)
+    return leaves, forward, vendor_forward
 
 
 def backward_calls(fn: Callable, case: Case, leaves: list, out: Any) -> tuple[Callable, Optional[Callable]]:
@@ -291,7 +296,7 @@ def backward_calls(fn: Callable, case: Case, leaves: list, out: Any) -> tuple[Ca
                 vendor_graph.append(VENDOR(x, w, b, **case.kwargs))
         return torch.autograd.grad(vendor_graph[0], leaves, case.grad_out, retain_graph=True, allow_unused=True)
 
-    return backward, (None if fn is VENDOR else vendor_backward)
+    return backward, vendor_backward
 
 
 def forward_pass(fn: Callable, case: Case, refs: tuple, settings: CaseSettings, where: PassContext, r: PassResult,
@@ -403,7 +408,7 @@ def repeat_case(fn: Callable, s: Shape, settings: CaseSettings, device: torch.de
             out = forward()
             if "forward" in res:
                 time_pass(forward, warm, PassContext(device, claim, probe, budget, watch, "forward"), res["forward"],
-                          vendor=vendor)
+                          fn=fn, vendor=vendor)
                 res["forward"].status, res["forward"].done = Status.ok, True
         if "backward" in res:
             current = "backward"
@@ -411,7 +416,7 @@ def repeat_case(fn: Callable, s: Shape, settings: CaseSettings, device: torch.de
             with deadline(settings.budget_s) as budget:
                 backward, vendor = backward_calls(fn, case, leaves, out)
                 time_pass(backward, warm, PassContext(device, claim, probe, budget, watch, "backward"),
-                          res["backward"], vendor=vendor)
+                          res["backward"], fn=fn, vendor=vendor)
                 res["backward"].status, res["backward"].done = Status.ok, True
     except (CaseTimeout, Exception) as exc:
         fail_rest(res, current, exc)

@@ -42,7 +42,7 @@ def _process_value(t: TimingResult) -> float:
 def pool(first: PassResult, repeats: Sequence[PassResult]) -> None:
     """Fold the repeats' warm rounds into `first` (the case's first worker's result for a pass): all
     samples pooled, one round value per process, the vendor's per process when every process timed
-    it. A repeat that crashed or raised turns an `ok` row into that status (the implementation failed
+    it (and the step ratios to it, `paired`, what `noisy` judges). A repeat that crashed or raised turns an `ok` row into that status (the implementation failed
     on a call of this case, only in another process); a repeat without a timing is a note (noisy)."""
     if first.timing is None or not repeats:
         return  # nothing timed, or one process: its rounds stay as they are
@@ -68,5 +68,11 @@ def pool(first: PassResult, repeats: Sequence[PassResult]) -> None:
     first.timing = TimingResult(samples, capped=any(r.timing.capped for r in timed),
                                 min_samples=first.timing.min_samples, rounds=rounds)
     first.vendor_rounds = vendor
+    if all(r.paired is not None for r in timed):
+        first.paired = TimingResult(tuple(x for r in timed for x in r.paired.samples),
+                                    capped=any(r.paired.capped for r in timed), min_samples=first.timing.min_samples,
+                                    rounds=tuple(_process_value(r.paired) for r in timed))
+    else:
+        first.paired = None
     if first.gpu is not None:
         first.gpu = GpuReading.worst([r.gpu for r in timed if r.gpu is not None])

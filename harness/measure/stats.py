@@ -132,6 +132,28 @@ class TimingResult:
         return values_json(self.samples)
 
 
+def step_ratios(mine, theirs) -> list[float]:
+    """Per step of a paired timing (timing.sample_pairs), the implementation's per-call time over the
+    vendor's block right after it: a series from which the machine's speed, which moves both sides
+    of a step alike, has cancelled."""
+    return [a / b for a, b in zip(mine, theirs) if b > 0]
+
+
+def warm_unstable(timing: TimingResult, paired: Optional[TimingResult]) -> list[str]:
+    """Why a warm timing cannot be trusted, judged on what a reader compares. With a paired
+    series (the vendor timed block by block beside it) the interval and pyperf's rules are read on
+    the step ratios, whose per-process medians widen the interval: a host whose speed flips 1.6x every
+    0.2-1 s (two 2-core VMs here) moves every absolute time by far more than 5%, which the
+    machine's warning (`speed_spread`) says once per job, while the ratio holds within a few percent;
+    a row's own instability (a call that sleeps at random, a cache that fills up) still moves the
+    ratio. Too few samples of the implementation is a reason either way. Without a pair: the
+    samples themselves."""
+    if paired is None or not paired.samples:
+        return timing.unstable
+    why = [w for w in timing.unstable if w.startswith("only ")]
+    return why + [f"vs vendor: {w}" for w in paired.unstable if not w.startswith("only ")]
+
+
 def vendor_ratios(rounds, vendor) -> list[float]:
     """Per round, the implementation's median over the vendor's in the same round: what a change of
     the machine (frequency, allocator, neighbours) moves alike on both sides cancels."""

@@ -28,7 +28,7 @@ from harness.config import Timing
 
 from .clocks import clock_for, synchronize
 from .flush import Flusher
-from .stats import MIN_SAMPLES, TimingResult
+from .stats import MIN_SAMPLES, TimingResult, step_ratios
 from .stopping import Stopping, stopping_for
 
 __all__ = ["Budget", "CaseTimeout", "Rounds", "TimingResult", "deadline", "sample", "time_call", "time_cold",
@@ -169,6 +169,7 @@ class Rounds:
     round's median), and the vendor's median in each round when one was timed beside it."""
     timing: TimingResult
     vendor: tuple[float, ...] = ()
+    paired: Optional[TimingResult] = None  # per step, fn's time over the vendor's beside it (stats.paired)
 
 
 def sample_pairs(fn: Callable[[], Any], vendor: Callable[[], Any], clock, stopping: Stopping, *, block: int = 1,
@@ -228,6 +229,8 @@ def time_rounds(fn: Callable[[], Any], vendor: Optional[Callable[[], Any]], timi
 
     samples: list[float] = []
     medians, vendor_medians = [], []
+    ratios: list[float] = []
+    ratio_medians: list[float] = []
     capped = False
     if vendor is not None:
         single = stopping_for(per)
@@ -244,14 +247,19 @@ def time_rounds(fn: Callable[[], Any], vendor: Optional[Callable[[], Any]], timi
                     t, v = sample_pairs(fn, vendor, clock, stopping, block=block, vendor_block=vblock,
                                         min_samples=per.min_samples)
                     vendor_medians.append(float(statistics.median(v)))
+                    steps = step_ratios(t.samples, v)
+                    ratios += steps
+                    ratio_medians.append(float(statistics.median(steps)))
                 except Exception:  # the vendor failed mid-way: this round without it, the rest too
-                    vendor, vendor_medians = None, []
+                    vendor, vendor_medians, ratios, ratio_medians = None, [], [], []
                     t = alone()
         samples += t.samples
         medians.append(t.median)
         capped |= t.capped
     pooled = TimingResult(tuple(samples), capped=capped, min_samples=timing.min_samples, rounds=tuple(medians))
-    return Rounds(pooled, tuple(vendor_medians))
+    paired = TimingResult(tuple(ratios), capped=capped, min_samples=timing.min_samples,
+                          rounds=tuple(ratio_medians)) if ratios else None
+    return Rounds(pooled, tuple(vendor_medians), paired)
 
 
 COLD_WARMUP = 3  # untimed flush+call cycles before cold sampling (nvbench's cold warm-up)
