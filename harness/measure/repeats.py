@@ -42,8 +42,9 @@ def _process_value(t: TimingResult) -> float:
 def pool(first: PassResult, repeats: Sequence[PassResult]) -> None:
     """Fold the repeats' warm rounds into `first` (the case's first worker's result for a pass): all
     samples pooled, one round value per process, the vendor's per process when every process timed
-    it (and the step ratios to it, `paired`, what `noisy` judges). A repeat that crashed or raised turns an `ok` row into that status (the implementation failed
-    on a call of this case, only in another process); a repeat without a timing is a note (noisy)."""
+    it (and the step ratios to it, `paired`, what `noisy` judges). A repeat that crashed or raised
+    turns an `ok` row into that status (the implementation failed on a call of this case, only in
+    another process); a repeat without a timing is a note (noisy)."""
     if first.timing is None or not repeats:
         return  # nothing timed, or one process: its rounds stay as they are
     timed = [first]

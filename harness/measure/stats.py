@@ -105,15 +105,24 @@ class TimingResult:
 
     @property
     def unstable(self) -> list[str]:
-        """Why the median cannot be trusted (empty: it can): too few samples for min_samples or a 95%
-        interval; an interval wider than +-MAX_CI_HALF_WIDTH of the median; pyperf's checks on the
-        block medians (`pyperf_values`: drift, a shift half-way). Reaching the cap is not a reason by
-        itself: a capped timing with enough samples and a tight interval is a good number."""
+        """Why the median cannot be trusted (empty: it can): too few samples (`too_few`), or samples
+        that spread (`unsteady`). Reaching the cap is not a reason by itself: a capped timing with
+        enough samples and a tight interval is a good number."""
+        return self.too_few + self.unsteady
+
+    @property
+    def too_few(self) -> list[str]:
+        """Fewer samples than min_samples, or than a 95% interval needs."""
+        n = len(self.samples)
+        return [f"only {n} samples"] if n < self.min_samples or ci_ranks(n) is None else []
+
+    @property
+    def unsteady(self) -> list[str]:
+        """An interval wider than +-MAX_CI_HALF_WIDTH of the median (judged only with enough samples
+        for one); pyperf's checks on the block medians (`pyperf_values`: drift, a shift half-way)."""
         why = []
         n = len(self.samples)
-        if n < self.min_samples or ci_ranks(n) is None:
-            why.append(f"only {n} samples")
-        elif self.noise > MAX_CI_HALF_WIDTH:
+        if not self.too_few and self.noise > MAX_CI_HALF_WIDTH:
             why.append(f"median's 95% interval +-{self.noise:.0%}")
         values = pyperf_values(self.samples) if n else []
         if len(values) >= 2:
@@ -150,8 +159,7 @@ def warm_unstable(timing: TimingResult, paired: Optional[TimingResult]) -> list[
     samples themselves."""
     if paired is None or not paired.samples:
         return timing.unstable
-    why = [w for w in timing.unstable if w.startswith("only ")]
-    return why + [f"vs vendor: {w}" for w in paired.unstable if not w.startswith("only ")]
+    return timing.too_few + [f"vs vendor: {w}" for w in paired.unsteady]
 
 
 def vendor_ratios(rounds, vendor) -> list[float]:

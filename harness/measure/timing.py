@@ -169,7 +169,7 @@ class Rounds:
     round's median), and the vendor's median in each round when one was timed beside it."""
     timing: TimingResult
     vendor: tuple[float, ...] = ()
-    paired: Optional[TimingResult] = None  # per step, fn's time over the vendor's beside it (stats.paired)
+    paired: Optional[TimingResult] = None  # per step, fn's time over the vendor's beside it (stats.step_ratios)
 
 
 def sample_pairs(fn: Callable[[], Any], vendor: Callable[[], Any], clock, stopping: Stopping, *, block: int = 1,
