@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import signal
 import random
+import itertools
 import statistics
 import time
 
@@ -19,7 +20,7 @@ from harness.config import Cache, Method, Shape, Timing
 from harness.measure import stopping
 from harness.measure.flush import Flusher, parse_size as _parse_size, cpu_llc_bytes
 from harness.measure.passes import CaseSettings, run_case
-from harness.measure.stats import TimingResult, ci_ranks
+from harness.measure.stats import TimingResult, ci_ranks, pyperf_values, untrusted
 from harness.measure.stats import vendor_ratios
 from harness.measure.timing import COLD_WARMUP, sample, time_call, time_cold, time_rounds
 
@@ -104,7 +105,7 @@ def test_cold_flush_is_never_timed(monkeypatch):
     """A 50 ms flush around a 1 us call: the samples hold the call only, elapsed time the flushes too."""
     fake = FakeTime().install(monkeypatch)
     t = time_cold(lambda: fake.spend(1e-6), Timing(min_run_time=0.01, cold_min_run_time=0.01, min_samples=5), CPU,
-                  flush=lambda: fake.spend(0.05), warmup=0)
+                  flush=lambda: fake.spend(0.05), warmup=0).timing
     assert t.n_runs == 5 and fake.prepares == 5 and t.median == pytest.approx(2e-6)  # the call and FakeClock.CALL_S
     assert fake.t == pytest.approx(5 * 0.050002)
 
@@ -116,7 +117,7 @@ def test_cold_sampling_starts_after_untimed_cold_cycles(monkeypatch):
     costs = iter([0.003, 0.002, 0.0015] + [0.001] * 100)  # the switch's transient, then the cold call
     flushes = []
     t = time_cold(lambda: fake.spend(next(costs)), Timing(min_run_time=0.01, cold_min_run_time=0.005, min_samples=5),
-                  CPU, flush=lambda: flushes.append(fake.t))
+                  CPU, flush=lambda: flushes.append(fake.t)).timing
     assert len(flushes) == COLD_WARMUP + t.n_runs and t.n_runs == 5
     assert max(t.samples) == pytest.approx(0.001 + 1e-6)  # none of the transient is a sample (1e-6: CALL_S)
 
@@ -244,14 +245,17 @@ def test_a_random_sleeper_is_noisy():
 def test_pyperf_rules():
     assert TimingResult(tuple([1.0, 1.01, 0.99] * 5)).unstable == []
     assert "only 3 samples" in TimingResult((1.0, 1.0, 1.0)).unstable[0]
-    assert any("std" in w for w in TimingResult(tuple([1.0] * 9 + [3.0])).unstable)
-    assert any("max" in w for w in TimingResult(tuple([1.0] * 12 + [8.0])).unstable)
+    assert any("std" in w for w in TimingResult(tuple([1.0] * 10 + [1.5] * 10)).unstable)  # a shift half-way
+    assert any("max" in w for w in TimingResult(tuple([1.0] * 15 + [8.0] * 5)).unstable)  # a slow stretch
+    assert TimingResult(tuple([1.0] * 9 + [3.0])).unstable == []  # one stall: the median holds
+    assert pyperf_values([1.0] * 9 + [3.0]) == [1.0, 1.0]  # values are medians of >= MIN_BLOCK samples
+    assert len(pyperf_values([1.0] * 4)) == 1 and len(pyperf_values([1.0] * 1000)) == 20
     assert TimingResult(tuple([1.0] * 12), capped=True).unstable == []  # capped, but a good number
     assert TimingResult(tuple([1.0, 1.3] * 6), capped=True).unstable    # capped with a wide interval
     assert "interval" in TimingResult(tuple([1.0, 1.3] * 6)).unstable[0]
 
 
-def test_pyperf_rules_judge_block_means_not_single_call_jitter():
+def test_pyperf_rules_judge_block_medians_not_single_call_jitter():
     """pyperf's values are means of many loops: per-call jitter of a fast call (30% here) is not
     instability, a machine that slows down half-way through the timing is."""
     rng = np.random.default_rng(0)
@@ -285,6 +289,19 @@ def test_each_criterion_alone():
     assert stopping.MinTime(0.1).met([], 0.1) and not stopping.MinTime(0.1).met([1] * 99, 0.05)
     assert stopping.IqrBelow(0.1).met([1.0] * 8, 0) and not stopping.IqrBelow(0.1).met([1, 2, 3, 4, 5], 0)
     assert stopping.CiWithin(0.02).met([1.0] * 20, 0) and not stopping.CiWithin(0.02).met([1.0, 2.0] * 10, 0)
+
+
+def test_cold_sampling_goes_on_until_its_median_is_known_or_the_cap(monkeypatch):
+    """Single cold calls that spread +-20% (alternating): ten samples leave the median's interval
+    wide, so sampling goes on until it is within noisy's +-5% or max_run_time, whichever first."""
+    fake = FakeTime().install(monkeypatch)
+    costs = itertools.cycle([0.0008, 0.0012, 0.001, 0.0009, 0.0011])
+    timing = Timing(min_run_time=0.01, cold_min_run_time=0.005, min_samples=10, max_run_time=0.5)
+    cold = time_cold(lambda: fake.spend(next(costs)), timing, CPU, flush=lambda: None, warmup=0).timing
+    assert cold.n_runs > 10 and not cold.capped and cold.noise <= 0.05 and cold.unstable == []
+    spread = itertools.cycle([0.0005, 0.002])  # bimodal: no interval within 5% ever
+    capped = time_cold(lambda: fake.spend(next(spread)), timing, CPU, flush=lambda: None, warmup=0).timing
+    assert capped.capped and 0.5 - 0.003 <= sum(capped.samples) <= 0.5 + 0.001  # (+1 us a call: FakeClock.CALL_S)
 
 
 @pytest.mark.parametrize("method", list(Method))
@@ -324,10 +341,23 @@ def test_the_cap_stops_before_a_sample_would_overrun_it(monkeypatch):
 def test_cold_sampling_has_its_own_time_floor(monkeypatch):
     fake = FakeTime().install(monkeypatch)
     timing = Timing(min_run_time=0.1, cold_min_run_time=0.02, min_samples=10)
-    cold = time_cold(lambda: fake.spend(0.0005), timing, CPU, flush=lambda: fake.spend(0.0005))
+    cold = time_cold(lambda: fake.spend(0.0005), timing, CPU, flush=lambda: fake.spend(0.0005)).timing
     assert cold.n_runs == 20 and fake.prepares == 20  # 0.02 s of calls and flushes, not 0.1 s
     warm = time_call(lambda: fake.spend(0.0005), timing, CPU)
     assert warm.n_runs == 200  # 0.1 s of single calls (a 0.5 ms call is longer than a block, BLOCK_S)
+
+
+def test_cold_sampling_goes_on_until_its_median_is_known_or_the_cap(monkeypatch):
+    """Single cold calls that spread +-20% (alternating): ten samples leave the median's interval
+    wide, so sampling goes on until it is within noisy's +-5% or max_run_time, whichever first."""
+    fake = FakeTime().install(monkeypatch)
+    costs = itertools.cycle([0.0008, 0.0012, 0.001, 0.0009, 0.0011])
+    timing = Timing(min_run_time=0.01, cold_min_run_time=0.005, min_samples=10, max_run_time=0.5)
+    cold = time_cold(lambda: fake.spend(next(costs)), timing, CPU, flush=lambda: None, warmup=0).timing
+    assert cold.n_runs > 10 and not cold.capped and cold.noise <= 0.05 and cold.unstable == []
+    spread = itertools.cycle([0.0005, 0.002])  # bimodal: no interval within 5% ever
+    capped = time_cold(lambda: fake.spend(next(spread)), timing, CPU, flush=lambda: None, warmup=0).timing
+    assert capped.capped and 0.5 - 0.003 <= sum(capped.samples) <= 0.5 + 0.001  # (+1 us a call: FakeClock.CALL_S)
 
 
 @pytest.mark.parametrize("method", list(Method))
@@ -405,6 +435,45 @@ def test_paired_rounds_cancel_a_machine_that_flips_between_two_speeds(monkeypatc
     rounds = time_rounds(slowed(0.002), slowed(0.001), timing, CPU)
     assert vendor_ratios(rounds.timing.rounds, rounds.vendor) == pytest.approx([2.0] * 5, rel=0.02)
     assert max(rounds.timing.rounds) / min(rounds.timing.rounds) > 1.3  # the absolute medians did move
+
+
+def test_cold_samples_pair_the_vendor_each_after_its_own_flush(monkeypatch):
+    """Cold, each sample of the implementation is followed by a flush and a cold call of the vendor:
+    on a machine that flips 1.6x every 0.05 s the cold samples spread (noisy on their own), the step
+    ratios do not; the flushes stay outside every sample."""
+    fake = FakeTime().install(monkeypatch)
+    order = []
+
+    def slowed(name, cost):
+        def call():
+            order.append(name)
+            fake.spend(cost * (1.6 if int(fake.t / 0.05) % 2 else 1.0))
+        return call
+
+    def flush():
+        order.append("flush")
+        fake.spend(0.001)
+
+    timing = Timing(min_run_time=0.01, cold_min_run_time=0.2, min_samples=10)
+    cold = time_cold(slowed("impl", 0.004), timing, CPU, flush=flush, warmup=1, vendor=slowed("vendor", 0.002))
+    sampled = [o for o in order[4:] if o != "flush"]  # after a warm-up cycle of each
+    assert order[:4] == ["flush", "impl", "flush", "vendor"] and sampled == ["impl", "vendor"] * (len(sampled) // 2)
+    assert all(order[k - 1] == "flush" for k, o in enumerate(order) if o != "flush")
+    assert cold.timing.unstable and max(cold.timing.samples) / min(cold.timing.samples) > 1.5
+    at_two = [r for r in cold.paired.samples if r == pytest.approx(2.0, rel=0.02)]
+    assert len(at_two) >= 0.8 * cold.timing.n_runs  # all but the steps a flip lands in
+    assert untrusted(cold.timing, cold.paired) == []
+
+
+def test_a_cold_vendor_that_cannot_run_leaves_a_cold_timing_without_a_pair(monkeypatch):
+    fake = FakeTime().install(monkeypatch)
+
+    def refuses():
+        raise RuntimeError("no float16 here")
+
+    cold = time_cold(lambda: fake.spend(0.001), Timing(cold_min_run_time=0.02, min_samples=5), CPU,
+                     flush=lambda: None, vendor=refuses)
+    assert cold.paired is None and cold.timing.n_runs >= 5
 
 
 def test_a_vendor_that_cannot_run_leaves_the_timing_without_a_ratio(monkeypatch):

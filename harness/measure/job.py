@@ -39,7 +39,7 @@ from .machine import survey, warn
 from .passes import CaseSettings, PassResult, torch_settings
 from .peak import peak_gflops
 from .repeats import pool, schedule
-from .stats import values_json, vendor_ratios, warm_unstable
+from .stats import untrusted, values_json, vendor_ratios
 from .supervise import Supervisor
 from .worker import InProcess, WorkerSpec
 
@@ -95,8 +95,8 @@ def pass_row(pass_: str, r: PassResult, tol: float, **columns) -> Row:
         row.cold_median_s, row.cold_iqr_s, row.cold_samples = c.median, c.iqr, c.samples_json
         row.cold_ci_low_s, row.cold_ci_high_s = c.ci
     if t is not None or c is not None:
-        why = [f"warm: {w}" for w in warm_unstable(t, r.paired)] if t is not None else []
-        why += [f"cold: {w}" for w in c.unstable] if c is not None else []
+        why = [f"warm: {w}" for w in untrusted(t, r.paired)] if t is not None else []
+        why += [f"cold: {w}" for w in untrusted(c, r.cold_paired)] if c is not None else []
         why += r.notes
         row.noisy, row.noisy_reason = bool(why), "; ".join(why)
     if r.gpu is not None:

@@ -67,6 +67,7 @@ class PassResult:
     vendor_rounds: tuple = ()                   # torch's own conv's warm median in each of those rounds
     paired: Optional[TimingResult] = None       # per step, the time over the vendor's beside it (noisy's)
     cold: Optional[TimingResult] = None
+    cold_paired: Optional[TimingResult] = None  # per cold step, the time over the vendor's cold call beside it
     gpu: Optional[GpuReading] = None            # SM clock and throttling while timed (CUDA)
     notes: list = field(default_factory=list)   # why a timing is missing or short (-> noisy_reason)
     concurrent: bool = False   # another job used the device while this pass was timed
@@ -161,8 +162,8 @@ def time_pass(call: Callable[[], Any], settings: CaseSettings, where: PassContex
     the timings) are set aside: timings shrink to fit the budget, the checks never do. The warm timing
     comes in `timing.repeats` rounds, each followed by `vendor` (the same pass with torch's own conv)
     when given and `timing.vs_vendor` is on. Cold samples evict `operands` and what the implementation
-    `fn` keeps (harness.measure.flush.cold_prepare). Sets r.timing, r.vendor_rounds, r.paired, r.cold,
-    r.gpu, r.concurrent. When `fn` is torch's own conv, `vendor` is a second instance of it: the pair
+    `fn` keeps (harness.measure.flush.cold_prepare), each followed by a cold call of `vendor` when
+    given. Sets r.timing, r.vendor_rounds, r.paired, r.cold, r.cold_paired, r.gpu, r.concurrent. When `fn` is torch's own conv, `vendor` is a second instance of it: the pair
     gives `noisy` a series the machine's speed cancels from, and no ratio to the vendor (1 by
     construction, and compare's 'reference moved' rule reads the vendor's own times)."""
     timing, device = settings.timing, where.device
@@ -186,8 +187,10 @@ def time_pass(call: Callable[[], Any], settings: CaseSettings, where: PassContex
         else:
             # the cold warm-up cycles take at most a quarter of what the cold timing may use
             cycles = COLD_WARMUP if cold_cap_s is None else min(COLD_WARMUP, int(0.25 * cold_cap_s / max(one, 1e-9)))
-            r.cold = time_cold(call, timing, device, settings.threads, cap_s=cold_cap_s,
-                               flush=cold_prepare(device, operands, fn), warmup=cycles)
+            cold = time_cold(call, timing, device, settings.threads, cap_s=cold_cap_s,
+                             flush=cold_prepare(device, operands, fn), warmup=cycles,
+                             vendor=vendor if timing.vs_vendor else None)
+            r.cold, r.cold_paired = cold.timing, cold.paired
     if where.probe:
         readings.append(where.probe.read())
         r.gpu = GpuReading.worst(readings)

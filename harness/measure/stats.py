@@ -26,6 +26,8 @@ MAX_CI_HALF_WIDTH = 0.05  # the median's 95% interval reaches further than 5% of
 MAX_STD_OF_MEAN = 0.10    # pyperf: the standard deviation is >= 10% of the mean
 MAX_FROM_MEAN = 0.50      # pyperf: the minimum or the maximum is >= 50% away from the mean
 PYPERF_VALUES = 20        # per-call samples are judged as at most this many block medians (pyperf "values")
+MIN_BLOCK = 5             # ... each the median of at least this many samples: a pyperf value averages many
+                          # loops, a single call is not one (single cold calls spread 10-20% on a quiet VM)
 
 
 def values_json(values) -> str:
@@ -46,13 +48,15 @@ def ci_ranks(n: int, confidence: float = CONFIDENCE) -> Optional[tuple[int, int]
     return m, n - 1 - m
 
 
-def pyperf_values(samples, at_most: int = PYPERF_VALUES) -> list[float]:
-    """The samples as pyperf's rules expect them: at most `at_most` values, each summarising
-    consecutive samples (single samples when there are few, i.e. slow calls). A pyperf value averages
-    many loops; here each is a block's *median*, since the median is what a row reports: one stall in
-    a block (a preemption) moves the mean, not the median, while a machine that slows down half-way
-    through the timing moves every later block."""
-    blocks = np.array_split(np.asarray(samples, dtype=float), min(len(samples), at_most))
+def pyperf_values(samples, at_most: int = PYPERF_VALUES, min_block: int = MIN_BLOCK) -> list[float]:
+    """The samples as pyperf's rules expect them: at most `at_most` values, each summarising at least
+    `min_block` consecutive samples (fewer samples than that: one value, and the rules need two). A
+    pyperf value averages many loops (each lasts >= 100 ms); here each is a block's *median*, since the
+    median is what a row reports: one stall in a block (a preemption) does not move its median, while
+    a machine that slows down half-way through the timing moves every later block. Judging single
+    calls as values would flag the ordinary spread of one call (10-20% for a cold call on a quiet VM),
+    which the median's interval already accounts for."""
+    blocks = np.array_split(np.asarray(samples, dtype=float), max(1, min(at_most, len(samples) // max(min_block, 1))))
     return [float(np.median(b)) for b in blocks if b.size]
 
 
@@ -118,27 +122,44 @@ class TimingResult:
 
     @property
     def unsteady(self) -> list[str]:
-        """An interval wider than +-MAX_CI_HALF_WIDTH of the median (judged only with enough samples
-        for one); pyperf's checks on the block medians (`pyperf_values`: drift, a shift half-way)."""
+        """Samples that spread: the median's 95% interval of the pooled samples wider than
+        +-MAX_CI_HALF_WIDTH (judged only with enough samples for one); pyperf's checks on the block
+        medians (`pyperf_values`: drift, a shift half-way) and, with rounds from several worker
+        processes, on one value per process, as pyperf judges the values of its worker processes.
+        (The `ci` columns hold every process's median as well, for the reader; a range of three
+        medians is no 95% interval, so the judgement reads the spread between processes with
+        pyperf's rule instead.)"""
         why = []
-        n = len(self.samples)
-        if not self.too_few and self.noise > MAX_CI_HALF_WIDTH:
-            why.append(f"median's 95% interval +-{self.noise:.0%}")
-        values = pyperf_values(self.samples) if n else []
-        if len(values) >= 2:
-            mean = statistics.fmean(values)
-            std = statistics.stdev(values)
-            if mean > 0 and std >= MAX_STD_OF_MEAN * mean:
-                why.append(f"std {std / mean:.0%} of mean")
-            if mean > 0 and max(values) - mean >= MAX_FROM_MEAN * mean:
-                why.append(f"max {(max(values) - mean) / mean:.0%} above mean")
-            if mean > 0 and mean - min(values) >= MAX_FROM_MEAN * mean:
-                why.append(f"min {(mean - min(values)) / mean:.0%} below mean")
+        s = sorted(self.samples)
+        ranks = ci_ranks(len(s))
+        med = self.median if s else 0.0
+        if not self.too_few and ranks is not None and med > 0:
+            half = (s[ranks[1]] - s[ranks[0]]) / 2 / med
+            if half > MAX_CI_HALF_WIDTH:
+                why.append(f"median's 95% interval +-{half:.0%}")
+        why += pyperf_rules(pyperf_values(self.samples) if s else [])
+        why += [f"between rounds: {w}" for w in pyperf_rules(list(self.rounds))] if len(self.rounds) > 1 else []
         return why
 
     @property
     def samples_json(self) -> str:
         return values_json(self.samples)
+
+
+def pyperf_rules(values) -> list[str]:
+    """pyperf's instability checks on values meant to agree: standard deviation >= 10% of the mean,
+    minimum or maximum >= 50% away from it."""
+    if len(values) < 2:
+        return []
+    mean, std = statistics.fmean(values), statistics.stdev(values)
+    if mean <= 0:
+        return []
+    why = [f"std {std / mean:.0%} of mean"] if std >= MAX_STD_OF_MEAN * mean else []
+    if max(values) - mean >= MAX_FROM_MEAN * mean:
+        why.append(f"max {(max(values) - mean) / mean:.0%} above mean")
+    if mean - min(values) >= MAX_FROM_MEAN * mean:
+        why.append(f"min {(mean - min(values)) / mean:.0%} below mean")
+    return why
 
 
 def step_ratios(mine, theirs) -> list[float]:
@@ -148,18 +169,23 @@ def step_ratios(mine, theirs) -> list[float]:
     return [a / b for a, b in zip(mine, theirs) if b > 0]
 
 
-def warm_unstable(timing: TimingResult, paired: Optional[TimingResult]) -> list[str]:
-    """Why a warm timing cannot be trusted, judged on what a reader compares. With a paired
-    series (the vendor timed block by block beside it) the interval and pyperf's rules are read on
-    the step ratios, whose per-process medians widen the interval: a host whose speed flips 1.6x every
-    0.2-1 s (two 2-core VMs here) moves every absolute time by far more than 5%, which the
-    machine's warning (`speed_spread`) says once per job, while the ratio holds within a few percent;
-    a row's own instability (a call that sleeps at random, a cache that fills up) still moves the
-    ratio. Too few samples of the implementation is a reason either way. Without a pair: the
-    samples themselves."""
-    if paired is None or not paired.samples:
-        return timing.unstable
-    return timing.too_few + [f"vs vendor: {w}" for w in paired.unsteady]
+def untrusted(timing: TimingResult, paired: Optional[TimingResult]) -> list[str]:
+    """Why a timing (warm or cold) cannot be trusted: empty when either of its two views is steady.
+    The samples themselves, or, where the vendor was timed step by step beside it (`paired`: the
+    step ratios, widened by each process's median ratio), the ratios. A host whose speed flips 1.6x
+    every 0.2-1 s (three 2-core VMs here) moves every absolute time by far more than 5%, which the
+    machine's warning (`speed_spread`) says once per job, while the ratio to the vendor holds within a
+    few percent; and a Python-bound implementation (`loop`) can hold its own time while the
+    compute-bound vendor beside it flips, so its ratio moves and its time does not. Either steady
+    view is a number to trust (the time, or the comparison); a row's own instability (a call that
+    sleeps at random, a cache that fills up) moves both. Too few samples is a reason either way."""
+    if timing.too_few:
+        return timing.too_few
+    own = timing.unsteady
+    if not own or paired is None or not paired.samples:
+        return own
+    theirs = paired.unsteady
+    return [] if not theirs else own + [f"vs vendor: {w}" for w in theirs]
 
 
 def vendor_ratios(rounds, vendor) -> list[float]:

@@ -11,7 +11,7 @@ import numpy as np
 
 from harness.config import Method, Timing
 
-from .stats import TimingResult
+from .stats import MAX_CI_HALF_WIDTH, TimingResult
 
 DEFAULT = Timing()  # the criteria's defaults are the config's (harness.config is their one source)
 
@@ -82,9 +82,14 @@ class Stopping:
 
 def stopping_for(timing: Timing, cold: bool = False) -> Stopping:
     """The rule of `timing.method`. Cold samples are single calls, each after its own eviction, so
-    they need no long time floor to average out jitter: `cold_min_run_time` replaces min_run_time."""
+    they need no long time floor to average out jitter: `cold_min_run_time` replaces min_run_time;
+    instead they go on until the median's interval is within what `noisy` accepts
+    (stats.MAX_CI_HALF_WIDTH) or the cap: single cold calls spread 10-20% on a quiet VM, and ten of
+    them rarely pin the median to +-5%, while more of a cheap call cost little."""
     floor = timing.cold_min_run_time if cold else timing.min_run_time
     criteria: list[Criterion] = [MinTime(floor), MinSamples(timing.min_samples)]
+    if cold and timing.method != Method.noise:  # (noise asks for its own, tighter, interval below)
+        criteria.append(CiWithin(MAX_CI_HALF_WIDTH))
     if timing.method == Method.adaptive:
         criteria.append(IqrBelow(timing.threshold))
     elif timing.method == Method.noise:

@@ -173,10 +173,12 @@ class Rounds:
 
 
 def sample_pairs(fn: Callable[[], Any], vendor: Callable[[], Any], clock, stopping: Stopping, *, block: int = 1,
-                 vendor_block: int = 1, min_samples: int = MIN_SAMPLES) -> tuple[TimingResult, tuple[float, ...]]:
+                 vendor_block: int = 1, min_samples: int = MIN_SAMPLES,
+                 prepare: Optional[Callable[[], Any]] = None) -> tuple[TimingResult, tuple[float, ...]]:
     """`fn` and `vendor` alternately, a block of each per step, until `stopping` is done on `fn`'s
-    samples (its own sampling time: elapsed counts `fn`'s blocks only) or capped (the pair's wall
-    time). Side by side, the two see the same moments of the machine, so the ratio of their medians
+    samples (its own sampling time, `prepare` included: elapsed counts `fn`'s blocks only) or capped
+    (the pair's wall time). `prepare` (a cold sample's eviction) runs before each block of either,
+    outside the clock. Side by side, the two see the same moments of the machine, so the ratio of their medians
     cancels what moves both on time scales longer than a step: on a 2-core AMD EPYC VM the speed of
     one F.conv2d flips between two levels 1.6x apart every 0.2-1 s, in every process alike."""
     now = getattr(clock, "now", time.perf_counter)
@@ -185,9 +187,9 @@ def sample_pairs(fn: Callable[[], Any], vendor: Callable[[], Any], clock, stoppi
     t0, own = now(), 0.0
     while True:
         s0 = now()
-        mine.append(clock.time(fn, block))
+        mine.append(clock.time(fn, block, prepare))
         s1 = now()
-        theirs.append(clock.time(vendor, vendor_block))
+        theirs.append(clock.time(vendor, vendor_block, prepare))
         own += s1 - s0
         last = now() - s0
         if stopping.done(mine, own):
@@ -266,24 +268,47 @@ COLD_WARMUP = 3  # untimed flush+call cycles before cold sampling (nvbench's col
 
 
 def time_cold(fn: Callable[[], Any], timing: Timing, device: torch.device, threads: Optional[int] = None,
-              *, clock=None, flush=None, cap_s: Optional[float] = None, warmup: int = COLD_WARMUP) -> TimingResult:
+              *, clock=None, flush=None, cap_s: Optional[float] = None, warmup: int = COLD_WARMUP,
+              vendor: Optional[Callable[[], Any]] = None) -> Rounds:
     """Cold timing: one call per sample, each after `flush` (harness.measure.flush.cold_prepare:
     the case's lines evicted, or the cache overwritten); only the call is timed, never the flush.
     A flush with `keep(result)` is handed each call's result, to evict it before it is freed.
     `warmup` untimed flush+call cycles come first: the first calls after a switch from warm to cold
     read 1.5-3x the steady cold time, decaying over 2-3 calls (seen on every implementation here),
-    a transient of the switch, not of a cold call. Sampling stops by `stopping_for(timing, cold=True)`."""
+    a transient of the switch, not of a cold call. Sampling stops by `stopping_for(timing, cold=True)`.
+    With `vendor` (torch's own conv on the same inputs) each cold sample is followed by a cold call
+    of the vendor after its own flush, as the warm rounds pair their blocks (`sample_pairs`): the
+    step ratios (`Rounds.paired`) are a cold series the machine's speed cancels from. A vendor that
+    fails leaves the cold timing without a pair, never without a timing."""
     clock = clock or clock_for(device)
     flush = flush or Flusher(device)
     keep = getattr(flush, "keep", None)
-    call = fn if keep is None else (lambda: keep(fn()))
+
+    def cold(f: Callable[[], Any]) -> Callable[[], Any]:
+        return f if keep is None else (lambda: keep(f()))
+
+    call = cold(fn)
+    stopping = stopping_for(timing, cold=True).within(cap_s)
     with at_threads(threads):
         for _ in range(warmup):
             flush()
             call()
         synchronize(device)
-        return sample(call, clock, stopping_for(timing, cold=True).within(cap_s), block=1, prepare=flush,
-                      min_samples=timing.min_samples)
+        if vendor is not None:
+            try:
+                vcall = cold(vendor)
+                for _ in range(warmup):
+                    flush()
+                    vcall()
+                mine, theirs = sample_pairs(call, vcall, clock, stopping, prepare=flush,
+                                            min_samples=timing.min_samples)
+                steps = step_ratios(mine.samples, theirs)
+                paired = TimingResult(tuple(steps), capped=mine.capped, min_samples=timing.min_samples) \
+                    if steps else None
+                return Rounds(mine, (float(statistics.median(theirs)),), paired)
+            except Exception:  # the vendor failed: the cold timing without it
+                pass
+        return Rounds(sample(call, clock, stopping, block=1, prepare=flush, min_samples=timing.min_samples))
 
 
 @contextlib.contextmanager

@@ -107,7 +107,7 @@ COLUMNS: dict[str, tuple[str, str]] = {
     "vs_vendor_rounds": ("string", "JSON list of the per-process ratios to the vendor measured side by side (what compare tests)"),
     "first_call_s": ("float64", "time of the first call on the case, before warm-up, from a fresh state"),
     "noisy": ("boolean", "a timing is not trustworthy: see noisy_reason"),
-    "noisy_reason": ("string", "why: too few samples, the median's 95% interval beyond +-5%, or pyperf's rules on block medians (warm: on the ratios to the vendor timed beside it, 'warm: vs vendor: ...')"),
+    "noisy_reason": ("string", "why: too few samples, or both the samples and their ratios to the vendor timed beside them ('vs vendor: ...') unsteady: the median's 95% interval beyond +-5%, or pyperf's rules on block medians or on one value per process ('between rounds: ...')"),
     "flops": ("float64", "floating point operations: forward 2*N*Cout*Hout*Wout*(Cin/g)*kh*kw, backward twice"),
     "gflops": ("float64", "achieved GFLOP/s = flops / time_median_s / 1e9"),
     "peak_gflops": ("float64", "measured large-matmul GFLOP/s of this device and dtype (the roofline ceiling)"),
