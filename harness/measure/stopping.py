@@ -4,6 +4,7 @@ Elapsed time is the sampling loop's wall time (cold timings include the flushes)
 what a row costs, not just what is measured."""
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Optional, Protocol, Sequence
 
@@ -62,22 +63,36 @@ class CiWithin:
 
 @dataclass(frozen=True)
 class Stopping:
-    """Stop when every criterion is met (`done`), or at `cap_s` seconds whatever (`capped`)."""
+    """Stop when every criterion is met (`done`), or at `cap_s` seconds whatever (`capped`).
+    `until_samples`: the cap (max_run_time) waits for this many samples, so a slow call still gets
+    them (cold timings: `timing.min_samples`); `budget_s`, what is left of the case's budget
+    (`within`), never waits."""
     criteria: tuple[Criterion, ...] = (MinTime(), MinSamples())
     cap_s: float = DEFAULT.max_run_time
+    until_samples: int = 0
+    budget_s: Optional[float] = None
 
     def done(self, samples, elapsed) -> bool:
         return all(c.met(samples, elapsed) for c in self.criteria)
 
-    def capped(self, elapsed: float, next_sample_s: float = 0.0) -> bool:
-        """True once the cap is reached, or would be by the next sample (which would overrun it)."""
-        return elapsed + next_sample_s >= self.cap_s
+    def capped(self, elapsed: float, next_sample_s: float = 0.0, n: Optional[int] = None) -> bool:
+        """True once the cap is reached, or would be by the next sample (which would overrun it);
+        with `until_samples`, the cap only once `n` samples are that many. The budget's cap always."""
+        end = elapsed + next_sample_s
+        if self.budget_s is not None and end >= self.budget_s:
+            return True
+        return end >= self.cap_s and (n is None or n >= self.until_samples)
 
     def within(self, cap_s: Optional[float]) -> "Stopping":
-        """The same rule with the cap lowered to `cap_s` (what is left of a budget); None: unchanged."""
-        if cap_s is None or cap_s >= self.cap_s:
+        """The same rule with what is left of a budget, `cap_s`, as a hard cap; None: unchanged."""
+        if cap_s is None:
             return self
-        return Stopping(self.criteria, max(cap_s, 0.0))
+        cap_s = max(cap_s, 0.0)
+        if self.until_samples:
+            return dataclasses.replace(self, budget_s=cap_s if self.budget_s is None else min(cap_s, self.budget_s))
+        if cap_s >= self.cap_s:
+            return self
+        return dataclasses.replace(self, cap_s=cap_s)
 
 
 def stopping_for(timing: Timing, cold: bool = False) -> Stopping:
@@ -85,7 +100,8 @@ def stopping_for(timing: Timing, cold: bool = False) -> Stopping:
     they need no long time floor to average out jitter: `cold_min_run_time` replaces min_run_time;
     instead they go on until the median's interval is within what `noisy` accepts
     (stats.MAX_CI_HALF_WIDTH) or the cap: single cold calls spread 10-20% on a quiet VM, and ten of
-    them rarely pin the median to +-5%, while more of a cheap call cost little."""
+    them rarely pin the median to +-5%, while more of a cheap call cost little. A cold timing gets
+    `min_samples` however long they take (max_run_time waits for them); only the budget cuts it short."""
     floor = timing.cold_min_run_time if cold else timing.min_run_time
     criteria: list[Criterion] = [MinTime(floor), MinSamples(timing.min_samples)]
     if cold and timing.method != Method.noise:  # (noise asks for its own, tighter, interval below)
@@ -94,4 +110,4 @@ def stopping_for(timing: Timing, cold: bool = False) -> Stopping:
         criteria.append(IqrBelow(timing.threshold))
     elif timing.method == Method.noise:
         criteria.append(CiWithin(timing.max_noise))
-    return Stopping(tuple(criteria), timing.max_run_time)
+    return Stopping(tuple(criteria), timing.max_run_time, until_samples=timing.min_samples if cold else 0)

@@ -133,7 +133,7 @@ def sample(fn: Callable[[], Any], clock, stopping: Stopping, *, block: int = 1,
         elapsed = now() - t0
         if stopping.done(samples, elapsed):
             return TimingResult(tuple(samples), capped=False, min_samples=min_samples)
-        if stopping.capped(elapsed, last):
+        if stopping.capped(elapsed, last, len(samples)):
             return TimingResult(tuple(samples), capped=True, min_samples=min_samples)
 
 
@@ -194,7 +194,7 @@ def sample_pairs(fn: Callable[[], Any], vendor: Callable[[], Any], clock, stoppi
         last = now() - s0
         if stopping.done(mine, own):
             return TimingResult(tuple(mine), capped=False, min_samples=min_samples), tuple(theirs)
-        if stopping.capped(now() - t0, last):
+        if stopping.capped(now() - t0, last, len(mine)):
             return TimingResult(tuple(mine), capped=True, min_samples=min_samples), tuple(theirs)
 
 
