@@ -356,28 +356,6 @@ def test_cold_sampling_has_its_own_time_floor(monkeypatch):
     assert warm.n_runs == 200  # 0.1 s of single calls (a 0.5 ms call is longer than a block, BLOCK_S)
 
 
-def test_a_slow_cold_call_gets_min_samples_past_max_run_time_but_not_past_its_budget(monkeypatch):
-    fake = FakeTime().install(monkeypatch)
-    timing = Timing(min_run_time=0.01, cold_min_run_time=0.005, min_samples=10, max_run_time=0.5)
-    slow = time_cold(lambda: fake.spend(0.1), timing, CPU, flush=lambda: None, warmup=0).timing
-    assert slow.n_runs == 10 and slow.capped is False  # 1 s of samples: max_run_time waited for them
-    short = time_cold(lambda: fake.spend(0.1), timing, CPU, flush=lambda: None, warmup=0, cap_s=0.35).timing
-    assert short.n_runs == 3 and short.capped and "only 3 samples" in short.unstable[0]  # the budget did not
-
-
-def test_cold_sampling_goes_on_until_its_median_is_known_or_the_cap(monkeypatch):
-    """Single cold calls that spread +-20% (alternating): ten samples leave the median's interval
-    wide, so sampling goes on until it is within noisy's +-5% or max_run_time, whichever first."""
-    fake = FakeTime().install(monkeypatch)
-    costs = itertools.cycle([0.0008, 0.0012, 0.001, 0.0009, 0.0011])
-    timing = Timing(min_run_time=0.01, cold_min_run_time=0.005, min_samples=10, max_run_time=0.5)
-    cold = time_cold(lambda: fake.spend(next(costs)), timing, CPU, flush=lambda: None, warmup=0).timing
-    assert cold.n_runs > 10 and not cold.capped and cold.noise <= 0.05 and cold.unstable == []
-    spread = itertools.cycle([0.0005, 0.002])  # bimodal: no interval within 5% ever
-    capped = time_cold(lambda: fake.spend(next(spread)), timing, CPU, flush=lambda: None, warmup=0).timing
-    assert capped.capped and 0.5 - 0.003 <= sum(capped.samples) <= 0.5 + 0.001  # (+1 us a call: FakeClock.CALL_S)
-
-
 @pytest.mark.parametrize("method", list(Method))
 def test_every_method_gives_min_samples(monkeypatch, method):
     fake = FakeTime().install(monkeypatch)
