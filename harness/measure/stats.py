@@ -172,7 +172,7 @@ def step_ratios(mine, theirs) -> list[float]:
 def untrusted(timing: TimingResult, paired: Optional[TimingResult]) -> list[str]:
     """Why a timing (warm or cold) cannot be trusted: empty when either of its two views is steady.
     The samples themselves, or, where the vendor was timed step by step beside it (`paired`: the
-    step ratios, widened by each process's median ratio), the ratios. A host whose speed flips 1.6x
+    step ratios, with each process's median ratio as its rounds), the ratios. A host whose speed flips 1.6x
     every 0.2-1 s (three 2-core VMs here) moves every absolute time by far more than 5%, which the
     machine's warning (`speed_spread`) says once per job, while the ratio to the vendor holds within a
     few percent; and a Python-bound implementation (`loop`) can hold its own time while the
