@@ -163,9 +163,10 @@ def time_pass(call: Callable[[], Any], settings: CaseSettings, where: PassContex
     comes in `timing.repeats` rounds, each followed by `vendor` (the same pass with torch's own conv)
     when given and `timing.vs_vendor` is on. Cold samples evict `operands` and what the implementation
     `fn` keeps (harness.measure.flush.cold_prepare), each followed by a cold call of `vendor` when
-    given. Sets r.timing, r.vendor_rounds, r.paired, r.cold, r.cold_paired, r.gpu, r.concurrent. When `fn` is torch's own conv, `vendor` is a second instance of it: the pair
-    gives `noisy` a series the machine's speed cancels from, and no ratio to the vendor (1 by
-    construction, and compare's 'reference moved' rule reads the vendor's own times)."""
+    given. Sets r.timing, r.vendor_rounds, r.paired, r.cold, r.cold_paired, r.gpu, r.concurrent.
+    When `fn` is torch's own conv, `vendor` is a second instance of it: the pair gives `noisy` a
+    series the machine's speed cancels from, and no ratio to the vendor (1 by construction, and
+    compare's 'reference moved' rule reads the vendor's own times)."""
     timing, device = settings.timing, where.device
     t0 = time.time()
     before = where.claim is not None and where.claim.busy()

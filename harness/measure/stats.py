@@ -85,13 +85,19 @@ class TimingResult:
         return float(q3 - q1)
 
     @property
-    def ci(self) -> tuple[float, float]:
-        """95% interval of the median (order statistics); (min, max) when too few samples for 95%.
-        With rounds, widened to hold every round's median: the spread between rounds is variation the
-        pooled samples' interval alone would not show."""
+    def sample_ci(self) -> tuple[float, float]:
+        """95% interval of the median of the pooled samples (order statistics); (min, max) when too
+        few samples for 95%."""
         s = sorted(self.samples)
         ranks = ci_ranks(len(s))
         lo, hi = (s[0], s[-1]) if ranks is None else (s[ranks[0]], s[ranks[1]])
+        return float(lo), float(hi)
+
+    @property
+    def ci(self) -> tuple[float, float]:
+        """`sample_ci`, widened with rounds to hold every round's median: the spread between rounds is
+        variation the pooled samples' interval alone would not show (the reader's interval)."""
+        lo, hi = self.sample_ci
         if self.rounds:
             lo, hi = min(lo, min(self.rounds)), max(hi, max(self.rounds))
         return float(lo), float(hi)
@@ -129,15 +135,16 @@ class TimingResult:
         (The `ci` columns hold every process's median as well, for the reader; a range of three
         medians is no 95% interval, so the judgement reads the spread between processes with
         pyperf's rule instead.)"""
+        if not self.samples:
+            return []
         why = []
-        s = sorted(self.samples)
-        ranks = ci_ranks(len(s))
-        med = self.median if s else 0.0
-        if not self.too_few and ranks is not None and med > 0:
-            half = (s[ranks[1]] - s[ranks[0]]) / 2 / med
+        med = self.median
+        if not self.too_few and med > 0:  # (too_few: no 95% interval exists)
+            lo, hi = self.sample_ci
+            half = (hi - lo) / 2 / med
             if half > MAX_CI_HALF_WIDTH:
                 why.append(f"median's 95% interval +-{half:.0%}")
-        why += pyperf_rules(pyperf_values(self.samples) if s else [])
+        why += pyperf_rules(pyperf_values(self.samples))
         why += [f"between rounds: {w}" for w in pyperf_rules(list(self.rounds))] if len(self.rounds) > 1 else []
         return why
 

@@ -285,21 +285,20 @@ def time_cold(fn: Callable[[], Any], timing: Timing, device: torch.device, threa
     keep = getattr(flush, "keep", None)
 
     def cold(f: Callable[[], Any]) -> Callable[[], Any]:
-        return f if keep is None else (lambda: keep(f()))
-
-    call = cold(fn)
-    stopping = stopping_for(timing, cold=True).within(cap_s)
-    with at_threads(threads):
+        """`f` with its result handed to the flush (evicted before it is freed), after `warmup` cycles."""
+        c = f if keep is None else (lambda: keep(f()))
         for _ in range(warmup):
             flush()
-            call()
+            c()
+        return c
+
+    stopping = stopping_for(timing, cold=True).within(cap_s)
+    with at_threads(threads):
+        call = cold(fn)
         synchronize(device)
         if vendor is not None:
             try:
                 vcall = cold(vendor)
-                for _ in range(warmup):
-                    flush()
-                    vcall()
                 mine, theirs = sample_pairs(call, vcall, clock, stopping, prepare=flush,
                                             min_samples=timing.min_samples)
                 steps = step_ratios(mine.samples, theirs)
