@@ -313,6 +313,22 @@ def test_cold_sampling_goes_on_until_its_median_is_known_or_the_cap(monkeypatch)
     assert capped.capped and 0.5 - 0.003 <= sum(capped.samples) <= 0.5 + 0.001  # (+1 us a call: FakeClock.CALL_S)
 
 
+def test_warm_sampling_goes_on_past_its_floor_until_its_median_is_known_or_the_cap(monkeypatch):
+    """A warm timing whose blocks spread +-20% goes on past min_run_time until the median's interval
+    is within noisy's +-5%; a steady one stops at the floor; a bimodal one (a host flipping between
+    two speeds) stops at max_run_time, capped."""
+    fake = FakeTime().install(monkeypatch)
+    timing = Timing(min_run_time=0.01, min_samples=10, max_run_time=0.5)
+    steady = sample(lambda: fake.spend(0.001), fake.clock(), stopping.stopping_for(timing))
+    assert steady.n_runs == 10 and not steady.capped  # 10 ms of 1 ms calls: the floor decides
+    costs = itertools.cycle([0.0008, 0.0012, 0.001, 0.0009, 0.0011])
+    spread = sample(lambda: fake.spend(next(costs)), fake.clock(), stopping.stopping_for(timing))
+    assert spread.n_runs > 10 and not spread.capped and spread.noise <= 0.05 and spread.unstable == []
+    flips = itertools.cycle([0.0005, 0.002])
+    capped = sample(lambda: fake.spend(next(flips)), fake.clock(), stopping.stopping_for(timing))
+    assert capped.capped and 0.5 - 0.003 <= sum(capped.samples) <= 0.5 + 0.001
+
+
 @pytest.mark.parametrize("method", list(Method))
 def test_every_method_gives_min_samples(method):
     a = torch.randn(64, 64)

@@ -96,15 +96,19 @@ class Stopping:
 
 
 def stopping_for(timing: Timing, cold: bool = False) -> Stopping:
-    """The rule of `timing.method`. Cold samples are single calls, each after its own eviction, so
-    they need no long time floor to average out jitter: `cold_min_run_time` replaces min_run_time;
-    instead they go on until the median's interval is within what `noisy` accepts
-    (stats.MAX_CI_HALF_WIDTH) or the cap: single cold calls spread 10-20% on a quiet VM, and ten of
-    them rarely pin the median to +-5%, while more of a cheap call cost little. A cold timing gets
-    `min_samples` however long they take (max_run_time waits for them); only the budget cuts it short."""
+    """The rule of `timing.method`. Every timing goes on past its floor until the median's interval
+    is within what `noisy` accepts (stats.MAX_CI_HALF_WIDTH) or the cap, as nvbench samples until
+    its noise criterion: a timing whose samples spread gets more of them instead of a `noisy` flag
+    after min_run_time (warm rounds of 33 ms per worker process left 26 of 296 rows noisy for a wide
+    interval alone on a 2-core VM whose host slows calls 1.5x in 50-300 ms spells), while a steady
+    one stops at the floor as before. Cold samples are single calls, each after its own eviction, so
+    they need no long time floor to average out jitter: `cold_min_run_time` replaces min_run_time
+    (single cold calls spread 10-20% on a quiet VM, ten of them rarely pin the median to +-5%, and
+    more of a cheap call cost little). A cold timing gets `min_samples` however long they take
+    (max_run_time waits for them); only the budget cuts it short."""
     floor = timing.cold_min_run_time if cold else timing.min_run_time
     criteria: list[Criterion] = [MinTime(floor), MinSamples(timing.min_samples)]
-    if cold and timing.method != Method.noise:  # (noise asks for its own, tighter, interval below)
+    if timing.method != Method.noise:  # (noise asks for its own, tighter, interval below)
         criteria.append(CiWithin(MAX_CI_HALF_WIDTH))
     if timing.method == Method.adaptive:
         criteria.append(IqrBelow(timing.threshold))
