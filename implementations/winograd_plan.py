@@ -29,10 +29,12 @@ import torch
 
 WISDOM_ENV = "CONVBENCH_WINOGRAD_WISDOM"
 WISDOM_VERSION = 1
-ROUNDS = 4        # timing rounds per problem: every candidate in the first FULL_ROUNDS, the close ones after
-FULL_ROUNDS = 2   # so one slow spell of a shared machine cannot drop the best candidate unseen
-KEEP_WITHIN = 1.25  # candidates slower than this times the best after a round are not timed again
-PLAN_BUDGET_S = 0.5  # per problem: once planning took this long, no more rounds (each candidate timed once first)
+ROUNDS = 5        # timing rounds per stage: every candidate in the first FULL_ROUNDS, the close ones after
+FULL_ROUNDS = 3   # one slow spell of a shared machine (its start and its end) can spoil at most two interleaved
+                  # rounds for some candidates and not others: with three, each candidate keeps a fair one
+KEEP_WITHIN = 1.25  # candidates slower than this times the best after FULL_ROUNDS are not timed again
+FINE_WITHIN = 1.10  # the fine stage tries the chunks of every (tile, layout) this close to the coarse best
+PLAN_BUDGET_S = 1.0  # per problem: once planning took this long, no new round (each candidate timed once first)
 
 
 @dataclass(frozen=True, order=True)
@@ -187,17 +189,20 @@ class Planner:
 
     def _measure(self, candidates: list[Choice], run, device) -> tuple[Decision, Any]:
         """Coarse to fine, so the first call stays short: each (tile, layout) at its first-listed chunk
-        (the memory rule's), then the other chunks of the winning (tile, layout) only. Within a stage,
-        rounds as `_rounds` times them."""
+        (the memory rule's), then the other chunks of every (tile, layout) within FINE_WITHIN of the
+        best one (the winner's, and a runner-up's whose chunk may be the one that wins: on an AMD EPYC
+        VM F(4x4) nchw at its memory-rule chunk beat nhwc at its own, while nhwc at half that chunk was
+        1.28x faster than both). Within a stage, rounds as `_rounds` times them."""
         clock = self.clock or _default_clock(device)
         start = clock()
         best: dict[Choice, float] = {}
         coarse = list({(c.tile, c.layout): c for c in reversed(candidates)}.values())[::-1]
         rank = candidates.index  # ties go to the earlier-listed candidate
         kept = self._rounds(coarse, run, clock, start, best, rank)
-        won = min(best, key=lambda c: (best[c], rank(c)))
-        fine = [c for c in candidates if (c.tile, c.layout) == (won.tile, won.layout)]
-        if len(fine) > 1:
+        floor = min(best.values())
+        close = {(c.tile, c.layout) for c in coarse if c in best and best[c] <= FINE_WITHIN * floor}
+        fine = [c for c in candidates if (c.tile, c.layout) in close]
+        if len(fine) > len(close):
             kept = self._rounds(fine, run, clock, start, best, rank, kept)
         choice = min(best, key=lambda c: (best[c], rank(c)))
         decision = Decision(choice, "measured", {c.label(): round(best[c] * 1e3, 4) for c in candidates if c in best},
