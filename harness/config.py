@@ -136,7 +136,8 @@ class Timing:
     threshold: float = 0.1      # adaptive only: stop once IQR/median is below this
     max_noise: float = 0.02     # noise only: stop once the 95% interval's half-width <= this x median
     max_run_time: float = 0.5   # seconds of sampling per timing at most (warm and cold each)
-    cold_min_run_time: float = 0.02  # seconds of cold sampling at least (each sample is one call after an eviction)
+    cold_min_run_time: float = 0.005  # seconds of cold sampling at least (each sample is one call after an eviction;
+                                     # min_samples and the median's interval decide beyond it)
     repeats: int = 1            # warm rounds per worker process, each followed by the vendor's on the same inputs
     processes: int = 3          # worker processes that each time every case's warm rounds (pyperf's and asv's
                                 # `processes`): values vary more between processes than within one
