@@ -29,12 +29,12 @@ import torch
 
 WISDOM_ENV = "CONVBENCH_WINOGRAD_WISDOM"
 WISDOM_VERSION = 1
-ROUNDS = 5        # timing rounds per stage: every candidate in the first FULL_ROUNDS, the close ones after
+ROUNDS = 10       # timing rounds per stage at most: every candidate in the first FULL_ROUNDS, the close ones after
 FULL_ROUNDS = 3   # one slow spell of a shared machine (its start and its end) can spoil at most two interleaved
                   # rounds for some candidates and not others: with three, each candidate keeps a fair one
 KEEP_WITHIN = 1.25  # candidates slower than this times the best after FULL_ROUNDS are not timed again
 FINE_WITHIN = 1.10  # the fine stage tries the chunks of every (tile, layout) this close to the coarse best
-PLAN_BUDGET_S = 1.0  # per problem: once planning took this long, no new round (each candidate timed once first)
+PLAN_BUDGET_S = 1.0  # per problem: no new round past it (each candidate timed once first); half of it for the coarse stage
 
 
 @dataclass(frozen=True, order=True)
@@ -198,25 +198,32 @@ class Planner:
         best: dict[Choice, float] = {}
         coarse = list({(c.tile, c.layout): c for c in reversed(candidates)}.values())[::-1]
         rank = candidates.index  # ties go to the earlier-listed candidate
-        kept = self._rounds(coarse, run, clock, start, best, rank)
+        kept = self._rounds(coarse, run, clock, start + self.budget_s / 2, best, rank)
         floor = min(best.values())
         close = {(c.tile, c.layout) for c in coarse if c in best and best[c] <= FINE_WITHIN * floor}
         fine = [c for c in candidates if (c.tile, c.layout) in close]
         if len(fine) > len(close):
-            kept = self._rounds(fine, run, clock, start, best, rank, kept)
-        choice = min(best, key=lambda c: (best[c], rank(c)))
+            # judged on this stage's rounds alone: a coarse candidate's minimum over more rounds than
+            # its new rivals had would favour it (chunk 2 over a 5% faster chunk 1 at 56x56 on an AMD
+            # EPYC VM, its host noisy)
+            again: dict[Choice, float] = {}
+            kept = self._rounds(fine, run, clock, start + self.budget_s, again, rank)
+            best.update(again)
+        else:
+            again = best
+        choice = min(again, key=lambda c: (again[c], rank(c)))
         decision = Decision(choice, "measured", {c.label(): round(best[c] * 1e3, 4) for c in candidates if c in best},
                             clock() - start)
         return decision, (kept[1] if kept and kept[0] == choice else None)
 
-    def _rounds(self, alive: list[Choice], run, clock, start: float, best: dict, rank, kept=None):
+    def _rounds(self, alive: list[Choice], run, clock, until: float, best: dict, rank, kept=None):
         """Time `alive` in interleaved rounds (a slow spell of the machine hits them all), each
         candidate judged by its best round: every one in the first FULL_ROUNDS, then only those within
-        KEEP_WITHIN of the best; no new round once planning has taken `budget_s` (the first round
-        always completes). Returns (choice, output) of the fastest run's own result, kept so the
-        first call returns it; the others' outputs are dropped at once."""
+        KEEP_WITHIN of the best; no new round once the clock reads `until` (the first round always
+        completes). Returns (choice, output) of the fastest run's own result, kept so the first call
+        returns it; the others' outputs are dropped at once."""
         for round_ in range(max(1, self.rounds)):
-            if round_ and clock() - start >= self.budget_s:
+            if round_ and clock() >= until:
                 break
             for choice in alive:
                 t0 = clock()

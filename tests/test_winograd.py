@@ -93,6 +93,23 @@ def test_a_slow_spell_over_two_rounds_does_not_drop_the_fastest_candidate():
     assert FULL_ROUNDS >= 3 and decision.choice == a
 
 
+def test_the_fine_stage_judges_its_candidates_on_its_own_rounds():
+    """The coarse winner (F(4x4) nhwc chunk 2) had one lucky coarse run (9.5 ms against its usual
+    10.5); its chunk 1 rival, timed only in the fine stage, runs 10 ms every time. The fine stage
+    compares them on its own rounds, equal in number, so the lucky minimum does not decide."""
+    base, half, double, far = Choice(4, "nhwc", 2), Choice(4, "nhwc", 1), Choice(4, "nhwc", 4), Choice(2, "nhwc", 2)
+    costs = {base: iter([0.011, 0.011, 0.0095] + [0.0105] * 50), half: iter([0.010] * 50),
+             double: iter([0.012] * 50), far: iter([0.020] * 50)}
+    clock, calls = FakeClock(), []
+
+    def run(choice):
+        calls.append(choice)
+        clock.now += next(costs[choice])
+    decision, _ = Planner(clock=clock, wisdom="").choose("k", [base, half, double, far], run, torch.device("cpu"))
+    assert calls[:3] == [base, far, base] and decision.choice == half
+    assert decision.times_ms[half.label()] == pytest.approx(10.0) and decision.times_ms[base.label()] == pytest.approx(10.5)
+
+
 def test_the_planner_searches_coarse_to_fine():
     """Each (tile, layout) at its first-listed chunk, then the other chunks of the winner and of any
     (tile, layout) within FINE_WITHIN of it only: 4 + 4 candidates, not 12 (the chunks of a clearly
