@@ -34,7 +34,9 @@ FULL_ROUNDS = 3   # one slow spell of a shared machine (its start and its end) c
                   # rounds for some candidates and not others: with three, each candidate keeps a fair one
 KEEP_WITHIN = 1.25  # candidates slower than this times the best after FULL_ROUNDS are not timed again
 FINE_WITHIN = 1.10  # the fine stage tries the chunks of every (tile, layout) this close to the coarse best
-PLAN_BUDGET_S = 1.0  # per problem: no new round past it (each candidate timed once first); half of it for the coarse stage
+PLAN_BUDGET_S = 0.6  # per problem: no new round past it (each candidate timed once first); half of it for the coarse stage.
+                     # A backward first call plans two problems, within a sweep case's default budget_s of 2 s: at
+                     # 1 s, ResNet-50's 56x56 and 7x7 layers at batch 16 took 2.1-2.4 s (`timeout`), at 0.6 s 1.3-1.6 s
 
 
 @dataclass(frozen=True, order=True)
