@@ -204,26 +204,26 @@ class Planner:
         floor = min(best.values())
         close = {(c.tile, c.layout) for c in coarse if c in best and best[c] <= FINE_WITHIN * floor}
         fine = [c for c in candidates if (c.tile, c.layout) in close]
+        judged = best
         if len(fine) > len(close):
             # judged on this stage's rounds alone: a coarse candidate's minimum over more rounds than
             # its new rivals had would favour it (chunk 2 over a 5% faster chunk 1 at 56x56 on an AMD
             # EPYC VM, its host noisy)
-            again: dict[Choice, float] = {}
-            kept = self._rounds(fine, run, clock, start + self.budget_s, again, rank)
-            best.update(again)
-        else:
-            again = best
-        choice = min(again, key=lambda c: (again[c], rank(c)))
+            judged = {}
+            kept = self._rounds(fine, run, clock, start + self.budget_s, judged, rank)
+            best.update(judged)
+        choice = min(judged, key=lambda c: (judged[c], rank(c)))
         decision = Decision(choice, "measured", {c.label(): round(best[c] * 1e3, 4) for c in candidates if c in best},
                             clock() - start)
         return decision, (kept[1] if kept and kept[0] == choice else None)
 
-    def _rounds(self, alive: list[Choice], run, clock, until: float, best: dict, rank, kept=None):
+    def _rounds(self, alive: list[Choice], run, clock, until: float, best: dict, rank):
         """Time `alive` in interleaved rounds (a slow spell of the machine hits them all), each
         candidate judged by its best round: every one in the first FULL_ROUNDS, then only those within
         KEEP_WITHIN of the best; no new round once the clock reads `until` (the first round always
         completes). Returns (choice, output) of the fastest run's own result, kept so the first call
         returns it; the others' outputs are dropped at once."""
+        kept = None
         for round_ in range(max(1, self.rounds)):
             if round_ and clock() >= until:
                 break

@@ -154,7 +154,10 @@ def measure_memory(call: Callable[[], Any], where: PassContext, call_s: float) -
     return result
 
 
-RESERVE_PER_CALL = 3.0  # budget set aside per call still to come after the timings, in calls
+# Budget set aside per call still to come after the timings, in calls: x2 for the call and its check,
+# x1.5 for a shared host that slows calls 1.5-1.8x for 50-300 ms just then (loop's 0.12 s backward ran
+# past its 2 s budget in its checked call after, on an AMD EPYC VM, with x2 alone).
+RESERVE_PER_CALL = 3.0
 
 
 def time_pass(call: Callable[[], Any], settings: CaseSettings, where: PassContext, r: PassResult,
@@ -176,9 +179,6 @@ def time_pass(call: Callable[[], Any], settings: CaseSettings, where: PassContex
     readings = [where.probe.read()] if where.probe else []
     warm_up_s = warm_up(call, timing, device)  # the last warm-up call's time (None without warm-up)
     call_s = warm_up_s or r.first_call_s or 0.0
-    # x2: the call and its check; x1.5: a shared host that slows calls 1.5-1.8x for 50-300 ms can
-    # do so just then (loop's 0.12 s backward ran past its 2 s budget in its checked call after, on
-    # an AMD EPYC VM, with x2 alone)
     reserve_s = RESERVE_PER_CALL * calls_after * call_s
     if timing.cache in (Cache.warm, Cache.both):
         warm_share = 0.45 if timing.cache == Cache.both else 0.9  # of the budget left: cold gets the rest

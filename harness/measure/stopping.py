@@ -107,11 +107,8 @@ def stopping_for(timing: Timing, cold: bool = False) -> Stopping:
     more of a cheap call cost little). A cold timing gets `min_samples` however long they take
     (max_run_time waits for them); only the budget cuts it short."""
     floor = timing.cold_min_run_time if cold else timing.min_run_time
-    criteria: list[Criterion] = [MinTime(floor), MinSamples(timing.min_samples)]
-    if timing.method != Method.noise:  # (noise asks for its own, tighter, interval below)
-        criteria.append(CiWithin(MAX_CI_HALF_WIDTH))
+    interval = timing.max_noise if timing.method == Method.noise else MAX_CI_HALF_WIDTH  # noise: its own, tighter
+    criteria: list[Criterion] = [MinTime(floor), MinSamples(timing.min_samples), CiWithin(interval)]
     if timing.method == Method.adaptive:
         criteria.append(IqrBelow(timing.threshold))
-    elif timing.method == Method.noise:
-        criteria.append(CiWithin(timing.max_noise))
     return Stopping(tuple(criteria), timing.max_run_time, until_samples=timing.min_samples if cold else 0)
