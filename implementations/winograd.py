@@ -57,6 +57,10 @@ from .winograd_plan import Choice, Decision, Planner
 CHUNK_BYTES = 2 * 2**20
 CHUNK_BYTES_GPU = 256 * 2**20
 MIN_TILES = 64  # tiles per chunk at least, whatever CHUNK_BYTES says (see `_Plan.__init__`)
+# The fused layout's weights transformed this many output channels at a time when one chunk holds the
+# batch (`_fused_conv`): on an AMD EPYC VM, ResNet-50's 7x7 layer F(4x4) ran 0.86x F.conv2d at 32,
+# 0.90x at 64 and 128, 1.01x at 16 (too thin a product), 2.35x unblocked (U through memory).
+KBLOCK = 32
 
 Chain = Callable[[list, list], None]
 
@@ -329,8 +333,8 @@ def _grad_weight(go, x, weight_shape, padding, groups, algo: Algorithm, chunk: O
     one GEMM with (G (x) G)^T."""
     c_out, c_g = weight_shape[:2]
     plan = _Plan(x, c_out, padding, groups, algo, chunk)
-    pp, g, m = algo.alpha ** 2, groups, algo.m
-    du = x.new_zeros(pp, g, c_out // g, c_g)
+    pp, m = algo.alpha ** 2, algo.m
+    du = x.new_zeros(pp, groups, c_out // groups, c_g)
     buf = plan.padded_buffer(x)
     gbuf = go.new_zeros(plan.chunk, m * plan.th, m * plan.tw, c_out)  # dY, zero past the output's edge
     for a, b in plan.chunks():
@@ -338,15 +342,28 @@ def _grad_weight(go, x, weight_shape, padding, groups, algo: Algorithm, chunk: O
         gbuf[:b - a, :plan.ho, :plan.wo] = go[a:b].permute(0, 2, 3, 1)
         gy = plan.to_winograd(algo.output_adjoint, gbuf[:b - a], m, algo.alpha)
         t = (b - a) * plan.tiles
-        gy, v = gy.view(pp, t, g, c_out // g), v.view(pp, t, g, c_g)
-        if g == 1:
-            du[:, 0].baddbmm_(gy[:, :, 0].transpose(1, 2), v[:, :, 0])
-        elif c_g == 1:  # depthwise: per-point dot products, not one-column matrix products
-            du[..., 0] += (gy * v).sum(1)
-        else:
-            du += torch.matmul(gy.permute(0, 2, 3, 1), v.transpose(1, 2))
-    gg = _gg(algo, x.dtype, x.device)
-    return (gg.t() @ du.view(pp, c_out * c_g)).t().reshape(weight_shape)
+        _accumulate_grad_weight(du, gy.view(pp, t, c_out), v.view(pp, t, plan.c_in), groups)
+    return _grad_weight_from(du, algo, weight_shape)
+
+
+def _accumulate_grad_weight(du: torch.Tensor, gy: torch.Tensor, v: torch.Tensor, groups: int) -> None:
+    """du (P, g, C_out/g, C_in/g) += per point gy (P, T, C_out)^T @ v (P, T, C_in), group by group."""
+    pp, t, c_out = gy.shape
+    g, c_g = groups, v.shape[2] // groups
+    gy, v = gy.view(pp, t, g, c_out // g), v.view(pp, t, g, c_g)
+    if g == 1:
+        du[:, 0].baddbmm_(gy[:, :, 0].transpose(1, 2), v[:, :, 0])
+    elif c_g == 1:  # depthwise: per-point dot products, not one-column matrix products
+        du[..., 0] += (gy * v).sum(1)
+    else:
+        du += torch.matmul(gy.permute(0, 2, 3, 1), v.transpose(1, 2))
+
+
+def _grad_weight_from(du: torch.Tensor, algo: Algorithm, weight_shape) -> torch.Tensor:
+    """The Winograd-domain weight gradient du (P, g, C_out/g, C_in/g) mapped back by (G (x) G)^T."""
+    pp = du.shape[0]
+    gg = _gg(algo, du.dtype, du.device)
+    return (gg.t() @ du.view(pp, -1)).t().reshape(weight_shape)
 
 
 # ----- the nchw layout: space-to-depth planes, no layout copies -------------------------------------
@@ -559,10 +576,68 @@ def _flat_grad_weight(go, x, weight_shape, padding, groups, algo: Algorithm, chu
     return (gg.t() @ du.view(pp, c_out * c_g)).t().reshape(weight_shape)
 
 
+# ----- the fused layout: C transforms straight from and to the caller's tensors ----------------------
+
+def _fused_geometry(x, padding, algo: Algorithm):
+    top, bottom, left, right = padding
+    ho, wo = x.shape[2] + top + bottom - 2, x.shape[3] + left + right - 2
+    return ho, wo, -(-ho // algo.m), -(-wo // algo.m)
+
+
+def _fused_conv(x, weight, bias, padding, groups, algo: Algorithm, chunk: int) -> torch.Tensor:
+    """`_winograd_conv` with the transforms in C (`winograd_native`): B^T d B read straight from x
+    (any strides: NCHW or channels_last), A^T M A + bias written straight into the output (in x's
+    memory format). When one chunk holds the whole batch, the weights are transformed KBLOCK output
+    channels at a time, each block's products and output transform right after it, so U never makes
+    a round trip through memory (ResNet-50's 7x7 layer, F(4x4): U is 37.7 MB, V 2.4 MB)."""
+    from . import winograd_native as native
+    n, c_in = x.shape[:2]
+    c_out = weight.shape[0]
+    ho, wo, th, tw = _fused_geometry(x, padding, algo)
+    fmt = torch.channels_last if _is_channels_last(x) else torch.contiguous_format
+    out = torch.empty(n, c_out, ho, wo, dtype=x.dtype, device=x.device, memory_format=fmt)
+    if out.numel() == 0:
+        return out
+    m, pp = algo.m, algo.alpha ** 2
+    chunk = max(1, min(chunk, n))
+    kb = KBLOCK if chunk == n and groups == 1 and c_out > KBLOCK else c_out
+    u = transform_weight(weight, algo) if kb == c_out else None
+    for a, b in _chunks(n, chunk):
+        t = (b - a) * th * tw
+        v = x.new_empty(pp, t, c_in)
+        native.input_transform(v, x, a, b, m, padding[0], padding[2], th, tw)
+        for k0 in range(0, c_out, kb):
+            k1 = min(k0 + kb, c_out)
+            ub = u if u is not None else transform_weight(weight[k0:k1], algo)
+            mm = x.new_empty(pp, t, k1 - k0)
+            _products(ub, v, groups, out=mm)
+            native.output_transform(out[:, k0:k1], mm, None if bias is None else bias[k0:k1], a, b, m, th, tw)
+    return out
+
+
+def _fused_grad_weight(go, x, weight_shape, padding, groups, algo: Algorithm, chunk: int) -> torch.Tensor:
+    """`_grad_weight` with the transforms in C: B^T d B from x and A dY A^T from dY (zero past the
+    output's edge), both straight from the caller's tensors."""
+    from . import winograd_native as native
+    n, c_in = x.shape[:2]
+    c_out, c_g = weight_shape[:2]
+    _, _, th, tw = _fused_geometry(x, padding, algo)
+    m, pp = algo.m, algo.alpha ** 2
+    du = x.new_zeros(pp, groups, c_out // groups, c_g)
+    for a, b in _chunks(n, chunk) if n else ():
+        t = (b - a) * th * tw
+        v, gy = x.new_empty(pp, t, c_in), go.new_empty(pp, t, c_out)
+        native.input_transform(v, x, a, b, m, padding[0], padding[2], th, tw)
+        native.grad_output_transform(gy, go, a, b, m, th, tw)
+        _accumulate_grad_weight(du, gy, v, groups)
+    return _grad_weight_from(du, algo, weight_shape)
+
+
 # ----- plans: which tile, layout and chunk run ----------------------------------------------------
 
 ALGORITHMS = {2: F2, 4: F4, 6: F6}
-LAYOUTS = {2: ("nhwc", "nchw"), 4: ("nhwc", "nchw"), 6: ("nchw",)}  # F6 has GEMM transforms only
+# F6 has no add/sub chains in torch ops (so no nhwc); `fused` (C transforms) needs a C compiler and a CPU tensor
+LAYOUTS = {2: ("fused", "nhwc", "nchw"), 4: ("fused", "nhwc", "nchw"), 6: ("fused", "nchw")}
 # F(6x6)'s weight gradient misses the float32 tolerance on a conformance shape (the 3x3 fuzz's 32nd
 # configuration: 1.46x the tolerance; F(4x4): 0.23x nchw, 0.68x nhwc), while its forward and grad_input
 # stay within a third of it on every conformance shape: grad_weight never runs F(6x6); its F(6x6)
@@ -584,21 +659,36 @@ def candidates(x: torch.Tensor, c_out: int, padding, groups: int, tiles=(4, 2, 6
                layouts: Optional[tuple] = None) -> list[Choice]:
     """The plans the planner may choose for a convolution of x (n, C, H, W) to c_out channels: per
     tile and layout the chunk the memory rule gives (`_Plan`), half and twice that (at most half the
-    batch, the bound `_Plan` keeps). channels_last inputs: the copy-free nhwc layout only (so no
-    F(6x6)). The first candidate is the one taken untimed ('estimated')."""
+    batch, the bound `_Plan` keeps), and for the fused layout the whole batch as well (its weights
+    then transformed KBLOCK channels at a time, so memory stays within that bound). The fused layout
+    first where it can run (`fused_unavailable`), then nhwc, then nchw; channels_last inputs: only the
+    layouts that read them without a copy (fused, nhwc). The first candidate is the one taken untimed
+    ('estimated')."""
     n = x.shape[0]
     if layouts is None:
-        layouts = ("nhwc",) if _is_channels_last(x) else ("nhwc", "nchw")
+        layouts = ("fused", "nhwc") if _is_channels_last(x) else ("fused", "nhwc", "nchw")
+        if fused_unavailable(x):
+            layouts = layouts[1:]
     out = []
     for tile in tiles:
         algo = ALGORITHMS[tile]
         base = _default_chunk(x, c_out, padding, groups, algo)
         top = max(base, -(-n // 2))
         for layout in (lay for lay in layouts if lay in LAYOUTS[tile]):
-            for chunk in (base, base // 2, 2 * base):
-                if 1 <= chunk <= top:
+            whole = (n,) if layout == "fused" else ()
+            for chunk in (base, base // 2, 2 * base) + whole:
+                if 1 <= chunk <= top or chunk in whole:
                     out.append(Choice(tile, layout, chunk))
     return list(dict.fromkeys(out))
+
+
+def fused_unavailable(x: torch.Tensor) -> Optional[str]:
+    """Why the fused layout cannot run on x, or None: it is CPU code, built on first use with the
+    system C compiler (`winograd_native`)."""
+    if x.device.type != "cpu":
+        return f"the fused winograd layout is CPU code; this tensor is on {x.device.type}"
+    from . import winograd_native
+    return winograd_native.why_unavailable()
 
 
 def _problem_key(kind: str, x: torch.Tensor, other_shape, padding, groups: int) -> str:
@@ -615,6 +705,8 @@ def _macs(x, c_out, padding, groups) -> int:
 
 def _conv_with(choice: Choice, x, weight, bias, padding, groups):
     algo = ALGORITHMS[choice.tile]
+    if choice.layout == "fused":
+        return _fused_conv(x, weight, bias, padding, groups, algo, choice.chunk)
     if choice.layout == "nchw":
         out = _flat_conv(x, weight, bias, padding, groups, algo, choice.chunk)
         # the output in the input's memory format, as F.conv2d's (the planner offers nchw only for
@@ -625,6 +717,8 @@ def _conv_with(choice: Choice, x, weight, bias, padding, groups):
 
 def _grad_weight_with(choice: Choice, go, x, weight_shape, padding, groups):
     algo = ALGORITHMS[choice.tile]
+    if choice.layout == "fused":
+        return _fused_grad_weight(go, x, weight_shape, padding, groups, algo, choice.chunk)
     if choice.layout == "nchw":
         return _flat_grad_weight(go, x, weight_shape, padding, groups, algo, choice.chunk)
     return _grad_weight(go, x, weight_shape, padding, groups, algo, choice.chunk)
@@ -732,9 +826,9 @@ def _make(policy: Policy, name: str):
     return with_backward(forward, backward, name)
 
 
-def _conv2d(conv, input, weight, bias, stride, padding, dilation, groups):
+def _conv2d(conv, input, weight, bias, stride, padding, dilation, groups, unsupported=None):
     x, weight, bias, p, unbatched = prepare(input, weight, bias, stride, padding, dilation, groups)
-    reason = _unsupported(x.device.type, x.dtype) or shape_unsupported(weight.shape, p)
+    reason = (unsupported or _unsupported)(x.device.type, x.dtype) or shape_unsupported(weight.shape, p)
     if reason:
         raise Unsupported(reason)
     out = conv(x, weight, bias, p)
@@ -743,21 +837,23 @@ def _conv2d(conv, input, weight, bias, stride, padding, dilation, groups):
 
 def forced(tile: int, layout: Optional[str] = None, chunk: Optional[int] = None) -> Callable:
     """A conv2d function (F.conv2d's signature) that always runs one plan: F(tile x tile, 3x3), the
-    given layout (None: nhwc, the copy-free one for channels_last inputs; nchw for F(6x6), which has
-    no nhwc form) and
-    chunk (None: the memory rule's). For tests and for checking the planner against each candidate."""
+    given layout (None: nhwc, the torch-only one that reads channels_last inputs without a copy; nchw
+    for F(6x6), which has no nhwc form; `fused`: the C transforms, CPU only, `Unsupported` where they
+    cannot be built) and chunk (None: the memory rule's). For tests and for checking the planner
+    against each candidate."""
     if tile not in ALGORITHMS or layout not in (None,) + LAYOUTS[tile]:
         raise ValueError(f"no such winograd plan: tile={tile}, layout={layout}")
-    layout = layout or LAYOUTS[tile][0]
+    layout = layout or ("nchw" if tile == 6 else "nhwc")
     policy = Policy(tiles=(tile,), layouts=(layout,), chunk=chunk, measure=False)
     conv = _make(policy, f"WinogradF{tile}{layout.upper()}Conv")
+    unsupported = _unsupported_fused if layout == "fused" else _unsupported
 
     def fn(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
-        return _conv2d(conv, input, weight, bias, stride, padding, dilation, groups)
+        return _conv2d(conv, input, weight, bias, stride, padding, dilation, groups, unsupported)
 
     fn.__name__ = fn.__qualname__ = f"winograd_f{tile}_{layout}" + (f"_chunk{chunk}" if chunk else "")
     fn.__doc__ = f"Winograd with one fixed plan: F({tile}x{tile},3x3), {layout} layout, chunk {chunk or 'by rule'}."
-    fn.unsupported = _unsupported
+    fn.unsupported = unsupported
     fn.last_plan = describe_last
     return fn
 
@@ -767,7 +863,24 @@ _F2 = _make(Policy(tiles=(2,), layouts=("nhwc",), measure=False), "WinogradF2Con
 _F4 = _make(Policy(tiles=(4,), layouts=("nhwc",), measure=False), "WinogradF4Conv")
 
 
-@register("winograd", unsupported=_unsupported)
+def _unsupported_fused(device_type: str, dtype: torch.dtype):
+    """`_unsupported`, and where the fused layout's C transforms cannot run (building them if need be)."""
+    reason = _unsupported(device_type, dtype)
+    if reason or device_type != "cpu":
+        return reason or f"the fused winograd layout is CPU code, not {device_type}"
+    return fused_unavailable(torch.empty(0))
+
+
+def _unsupported_planned(device_type: str, dtype: torch.dtype):
+    """`_unsupported`; on the CPU it also builds the fused layout's C transforms (once per machine,
+    then cached), so the harness's set-up pays the compiler, not a timed first call."""
+    reason = _unsupported(device_type, dtype)
+    if not reason and device_type == "cpu":
+        fused_unavailable(torch.empty(0))
+    return reason
+
+
+@register("winograd", unsupported=_unsupported_planned)
 def conv2d_winograd(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     """Winograd convolution, planned: F(4x4,3x3) or F(2x2,3x3), layout and chunk chosen by timing the
     candidates on the first call of each problem (`winograd_plan.Planner`); 3x3, stride 1, dilation 1

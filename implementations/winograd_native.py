@@ -1,0 +1,350 @@
+"""Fused Winograd transforms in C, for the `fused` layout of `winograd` (issue #21): one pass from the
+NCHW input (any strides, any padding, negative = a crop) to the transformed tiles V (alpha^2, T, C),
+and one pass from the products M (alpha^2, T, K) to the NCHW output, the bias added on the way; for
+grad_weight one pass from dY to A dY A^T. No layout copies, no padded buffer, no halo tiles, no
+temporaries between the add/sub steps: each tile is loaded once for a block of channels, transformed
+in registers (the compiler vectorises across the block) and stored once.
+
+The C source is generated here from the transform matrices (zeros skipped, +-1 as adds), compiled
+once per machine with the system C compiler (`CC`, default `cc`; `-O3 -march=native`), cached under
+`CONVBENCH_CACHE_DIR` (default `~/.cache/convbench`) by a hash of the source, the flags and the CPU
+(a shared home on a cluster of mixed CPUs never loads another CPU's build), and called through
+ctypes, which releases the GIL: with several torch threads the work is split over tile rows. No
+compiler (or a failed build): `available()` is False, `why_unavailable()` says why and how to fix it,
+and `winograd` plans without the fused layout.
+"""
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from fractions import Fraction
+from typing import Optional
+
+import torch
+
+CACHE_ENV = "CONVBENCH_CACHE_DIR"
+FLAGS = ("-O3", "-march=native", "-std=c99", "-shared", "-fPIC", "-fno-math-errno")
+TILES = (2, 4, 6)
+BLOCK = {torch.float32: 16, torch.float64: 8}  # channels per block: one AVX-512 register
+CTYPE = {torch.float32: ("float", "f32"), torch.float64: ("double", "f64")}
+PARALLEL_MIN_ROWS = 4  # tile rows per thread at least before the work is split over threads
+
+# The transform matrices (Lavin & Gray 2016; F(6x6) on the points 0, +-1, +-2, +-1/2, as wincnn), exact.
+_F = Fraction
+BT = {2: ((1, 0, -1, 0), (0, 1, 1, 0), (0, -1, 1, 0), (0, 1, 0, -1)),
+      4: ((4, 0, -5, 0, 1, 0), (0, -4, -4, 1, 1, 0), (0, 4, -4, -1, 1, 0), (0, -2, -1, 2, 1, 0),
+          (0, 2, -1, -2, 1, 0), (0, 4, 0, -5, 0, 1)),
+      6: ((1, 0, _F(-21, 4), 0, _F(21, 4), 0, -1, 0), (0, 1, 1, _F(-17, 4), _F(-17, 4), 1, 1, 0),
+          (0, -1, 1, _F(17, 4), _F(-17, 4), -1, 1, 0), (0, _F(1, 2), _F(1, 4), _F(-5, 2), _F(-5, 4), 2, 1, 0),
+          (0, _F(-1, 2), _F(1, 4), _F(5, 2), _F(-5, 4), -2, 1, 0), (0, 2, 4, _F(-5, 2), -5, _F(1, 2), 1, 0),
+          (0, -2, 4, _F(5, 2), -5, _F(-1, 2), 1, 0), (0, -1, 0, _F(21, 4), 0, _F(-21, 4), 0, 1))}
+AT = {2: ((1, 1, 1, 0), (0, 1, -1, -1)),
+      4: ((1, 1, 1, 1, 1, 0), (0, 1, -1, 2, -2, 0), (0, 1, 1, 4, 4, 0), (0, 1, -1, 8, -8, 1)),
+      6: ((1, 1, 1, 1, 1, 1, 1, 0), (0, 1, -1, 2, -2, _F(1, 2), _F(-1, 2), 0),
+          (0, 1, 1, 4, 4, _F(1, 4), _F(1, 4), 0), (0, 1, -1, 8, -8, _F(1, 8), _F(-1, 8), 0),
+          (0, 1, 1, 16, 16, _F(1, 16), _F(1, 16), 0), (0, 1, -1, 32, -32, _F(1, 32), _F(-1, 32), 1))}
+
+
+# ----- the C source ------------------------------------------------------------------------------
+
+def _expr(row, ctype: str) -> str:
+    """sum_k row[k] * d<k> as C, zeros skipped, +-1 as plain adds (exact: every coefficient here is a
+    dyadic rational, so `(T)c` is the coefficient itself)."""
+    terms = []
+    for k, c in enumerate(row):
+        c = Fraction(c)
+        if c == 0:
+            continue
+        sign = "-" if c < 0 else "+"
+        mag = abs(c)
+        term = f"d{k}" if mag == 1 else f"({ctype}){float(mag)!r}*d{k}"
+        terms.append((sign, term))
+    if not terms:
+        return f"({ctype})0"
+    first = ("-" if terms[0][0] == "-" else "") + terms[0][1]
+    return first + "".join(f" {s} {t}" for s, t in terms[1:])
+
+
+def _transform_1d(name: str, mat, ctype: str, block: int) -> str:
+    """out[r] = sum_k mat[r][k] in[k], each a block of channels (in[k*is + l], out[r*os + l])."""
+    loads = " ".join(f"{ctype} d{k} = in[{k}*is + l];" for k in range(len(mat[0])))
+    stores = " ".join(f"out[{r}*os + l] = {_expr(row, ctype)};" for r, row in enumerate(mat))
+    return (f"static inline void {name}(const {ctype} *restrict in, long is, {ctype} *restrict out, long os) {{\n"
+            f"  for (long l = 0; l < {block}; l++) {{ {loads} {stores} }}\n}}\n")
+
+
+def _patch_kernel(name: str, step: str, m: int, rin: int, rout: int, ctype: str, block: int) -> str:
+    """dst (rout^2, T, C) from rin x rin patches of src (N, C, H, W) at tile stride m, offset (-top,
+    -left), zero outside: dst[(a*rout + b)][t][c] = (X d X^T)[a][b] with X the step's matrix. Tile
+    rows q0..q1 of the (n1 - n0) * th rows, t = q * tw + j."""
+    return f"""
+void {name}({ctype} *restrict dst, const {ctype} *restrict src, long n0, long q0, long q1, long C, long H,
+            long W, long sn, long sc, long sh, long sw, long top, long left, long th, long tw, long total) {{
+  {ctype} d[{rin * rin * block}], t[{rout * rin * block}], v[{rout * rout * block}];
+  const long plane = total * C;
+  for (long q = q0; q < q1; q++) {{
+    const long n = n0 + q / th, i = q % th, r0 = i * {m} - top;
+    for (long c0 = 0; c0 < C; c0 += {block}) {{
+      const long cb = C - c0 < {block} ? C - c0 : {block};
+      const {ctype} *xb = src + n * sn + c0 * sc;
+      for (long j = 0; j < tw; j++) {{
+        const long s0 = j * {m} - left;
+        if (cb == {block} && r0 >= 0 && r0 + {rin} <= H && s0 >= 0 && s0 + {rin} <= W) {{
+          for (long l = 0; l < {block}; l++)
+            for (long r = 0; r < {rin}; r++) {{
+              const {ctype} *row = xb + l * sc + (r0 + r) * sh + s0 * sw;
+              for (long s = 0; s < {rin}; s++) d[(r * {rin} + s) * {block} + l] = row[s * sw];
+            }}
+        }} else {{
+          for (long l = 0; l < {block}; l++)
+            for (long r = 0; r < {rin}; r++)
+              for (long s = 0; s < {rin}; s++) {{
+                const long y = r0 + r, x = s0 + s;
+                d[(r * {rin} + s) * {block} + l] = (l < cb && y >= 0 && y < H && x >= 0 && x < W)
+                    ? xb[l * sc + y * sh + x * sw] : ({ctype})0;
+              }}
+        }}
+        for (long s = 0; s < {rin}; s++) {step}(d + s * {block}, {rin * block}, t + s * {block}, {rin * block});
+        for (long a = 0; a < {rout}; a++) {step}(t + a * {rin * block}, {block}, v + a * {rout * block}, {block});
+        {ctype} *o = dst + (q * tw + j) * C + c0;
+        for (long p = 0; p < {rout * rout}; p++)
+          for (long l = 0; l < cb; l++) o[p * plane + l] = v[p * {block} + l];
+      }}
+    }}
+  }}
+}}
+"""
+
+
+def _output_kernel(name: str, m: int, ctype: str, block: int) -> str:
+    """dst (N, K, Ho, Wo) tiles from M (alpha^2, T, K): A^T M A (+ bias), only the part inside Ho x Wo."""
+    a = m + 2
+    return f"""
+void {name}({ctype} *restrict dst, const {ctype} *restrict mm, const {ctype} *restrict bias, long n0, long q0,
+            long q1, long K, long Ho, long Wo, long sn, long sc, long sh, long sw, long th, long tw, long total) {{
+  {ctype} u[{a * a * block}], z[{m * a * block}], y[{m * m * block}];
+  for (long k = 0; k < {a * a * block}; k++) u[k] = 0;
+  const long plane = total * K;
+  for (long q = q0; q < q1; q++) {{
+    const long n = n0 + q / th, i = q % th, r0 = i * {m};
+    const long rows = Ho - r0 < {m} ? Ho - r0 : {m};
+    for (long k0 = 0; k0 < K; k0 += {block}) {{
+      const long kb = K - k0 < {block} ? K - k0 : {block};
+      {ctype} *yb = dst + n * sn + k0 * sc;
+      for (long j = 0; j < tw; j++) {{
+        const long s0 = j * {m}, cols = Wo - s0 < {m} ? Wo - s0 : {m};
+        const {ctype} *src = mm + (q * tw + j) * K + k0;
+        for (long p = 0; p < {a * a}; p++)
+          for (long l = 0; l < kb; l++) u[p * {block} + l] = src[p * plane + l];
+        for (long s = 0; s < {a}; s++) at{m}(u + s * {block}, {a * block}, z + s * {block}, {a * block});
+        for (long r = 0; r < {m}; r++) at{m}(z + r * {a * block}, {block}, y + r * {m * block}, {block});
+        for (long l = 0; l < kb; l++) {{
+          const {ctype} b = bias ? bias[k0 + l] : ({ctype})0;
+          for (long r = 0; r < rows; r++) {{
+            {ctype} *row = yb + l * sc + (r0 + r) * sh + s0 * sw;
+            for (long s = 0; s < cols; s++) row[s * sw] = y[(r * {m} + s) * {block} + l] + b;
+          }}
+        }}
+      }}
+    }}
+  }}
+}}
+"""
+
+
+def source() -> str:
+    """The C source: per dtype and tile size m, `wino_in_<m>_<dt>` (B^T d B from the input),
+    `wino_out_<m>_<dt>` (A^T M A + bias into the output), `wino_gout_<m>_<dt>` (A g A^T from dY)."""
+    parts = ["/* generated by implementations/winograd_native.py: do not edit */\n#include <stddef.h>\n"]
+    for dtype in (torch.float32, torch.float64):
+        ctype, dt = CTYPE[dtype]
+        block = BLOCK[dtype]
+        parts.append(f"#define at2 at2_{dt}\n#define at4 at4_{dt}\n#define at6 at6_{dt}\n")
+        for m in TILES:
+            a_mat = tuple(zip(*AT[m]))  # A = (A^T)^T, alpha x m
+            parts.append(_transform_1d(f"bt{m}_{dt}", BT[m], ctype, block))
+            parts.append(_transform_1d(f"at{m}_{dt}", AT[m], ctype, block))
+            parts.append(_transform_1d(f"a{m}_{dt}", a_mat, ctype, block))
+            parts.append(_patch_kernel(f"wino_in_{m}_{dt}", f"bt{m}_{dt}", m, m + 2, m + 2, ctype, block))
+            parts.append(_patch_kernel(f"wino_gout_{m}_{dt}", f"a{m}_{dt}", m, m, m + 2, ctype, block))
+            parts.append(_output_kernel(f"wino_out_{m}_{dt}", m, ctype, block))
+        parts.append("#undef at2\n#undef at4\n#undef at6\n")
+    return "".join(parts)
+
+
+# ----- building and loading ----------------------------------------------------------------------
+
+_lib = None
+_why: Optional[str] = None
+_load_lock = threading.Lock()
+
+
+def _cpu_id() -> str:
+    """What -march=native depends on: the CPU model and its flags."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            lines = [ln for ln in f if ln.startswith(("model name", "flags"))][:2]
+        return "".join(lines)
+    except OSError:
+        return platform.processor() + platform.machine()
+
+
+def cache_dir() -> str:
+    base = os.environ.get(CACHE_ENV) or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "convbench")
+    return base
+
+
+def _build(src: str, compiler: str) -> str:
+    key = hashlib.sha256("\0".join((src, compiler, *FLAGS, _cpu_id(), sys.platform)).encode()).hexdigest()[:16]
+    folder = cache_dir()
+    path = os.path.join(folder, f"winograd-{key}.so")
+    if os.path.exists(path):
+        return path
+    os.makedirs(folder, exist_ok=True)
+    fd, c_path = tempfile.mkstemp(dir=folder, prefix=".winograd-", suffix=".c")
+    with os.fdopen(fd, "w") as f:
+        f.write(src)
+    tmp = c_path[:-2] + ".so"
+    try:
+        proc = subprocess.run([compiler, *FLAGS, c_path, "-o", tmp], capture_output=True, text=True, timeout=300)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{compiler} failed ({proc.returncode}): {proc.stderr.strip()[-2000:]}")
+        os.replace(tmp, path)  # atomic: workers building at once each leave a whole file
+    finally:
+        for p in (c_path, tmp):
+            if os.path.exists(p):
+                os.remove(p)
+    return path
+
+
+def _declare(lib) -> None:
+    L, P = ctypes.c_long, ctypes.c_void_p
+    for dtype in (torch.float32, torch.float64):
+        dt = CTYPE[dtype][1]
+        for m in TILES:
+            for kind in ("in", "gout"):
+                fn = getattr(lib, f"wino_{kind}_{m}_{dt}")
+                fn.argtypes = [P, P] + [L] * 15
+                fn.restype = None
+            fn = getattr(lib, f"wino_out_{m}_{dt}")
+            fn.argtypes = [P, P, P] + [L] * 13
+            fn.restype = None
+
+
+def load():
+    """The compiled library, built on first use; None when it cannot be (see `why_unavailable`)."""
+    global _lib, _why
+    if _lib is not None or _why is not None:
+        return _lib
+    with _load_lock:
+        if _lib is None and _why is None:
+            compiler = os.environ.get("CC") or "cc"
+            try:
+                lib = ctypes.CDLL(_build(source(), compiler))
+                _declare(lib)
+                _lib = lib
+            except FileNotFoundError:
+                _why = (f"the fused winograd layout needs a C compiler and `{compiler}` was not found: install one "
+                        "(`apt-get install gcc`) or name it with CC=...")
+            except (OSError, RuntimeError, subprocess.SubprocessError, AttributeError) as e:
+                _why = f"the fused winograd layout could not be built with `{compiler}`: {e}"
+    return _lib
+
+
+def available() -> bool:
+    return load() is not None
+
+
+def why_unavailable() -> Optional[str]:
+    load()
+    return _why
+
+
+# ----- calling -----------------------------------------------------------------------------------
+
+_pool: Optional[ThreadPoolExecutor] = None
+_pool_lock = threading.Lock()
+
+
+def _split(rows: int, call) -> None:
+    """call(q0, q1) over tile rows 0..rows, split over torch's thread count when there is enough work
+    (ctypes releases the GIL, so the parts run at once)."""
+    global _pool
+    threads = min(torch.get_num_threads(), rows // PARALLEL_MIN_ROWS)
+    if threads <= 1:
+        call(0, rows)
+        return
+    with _pool_lock:
+        if _pool is None or _pool._max_workers < threads:
+            _pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="winograd")
+        pool = _pool
+    bounds = [rows * k // threads for k in range(threads + 1)]
+    futures = [pool.submit(call, bounds[k], bounds[k + 1]) for k in range(1, threads)]
+    call(bounds[0], bounds[1])
+    for f in futures:
+        f.result()
+
+
+def _check(t: torch.Tensor, dtype: torch.dtype) -> None:
+    if t.device.type != "cpu" or t.dtype != dtype:
+        raise ValueError(f"fused winograd: CPU {dtype} tensors only, got {t.dtype} on {t.device}")
+
+
+def input_transform(dst: torch.Tensor, x: torch.Tensor, n0: int, n1: int, m: int, top: int, left: int,
+                    th: int, tw: int) -> None:
+    """dst (alpha^2, (n1 - n0) * th * tw, C) = B^T d B of images n0:n1 of x (N, C, H, W), padded by
+    (top, left) (negative: cropped) and with zeros past its bottom and right edges."""
+    _patches("in", dst, x, n0, n1, m, top, left, th, tw, m + 2)
+
+
+def grad_output_transform(dst: torch.Tensor, g: torch.Tensor, n0: int, n1: int, m: int, th: int, tw: int) -> None:
+    """dst (alpha^2, (n1 - n0) * th * tw, K) = A g A^T of dY's m x m tiles, zeros past its edges."""
+    _patches("gout", dst, g, n0, n1, m, 0, 0, th, tw, m)
+
+
+def _patches(kind, dst, x, n0, n1, m, top, left, th, tw, rin) -> None:
+    lib = load()
+    _check(x, dst.dtype)
+    _check(dst, x.dtype)
+    n, c, h, w = x.shape
+    total = (n1 - n0) * th * tw
+    if not (0 <= n0 <= n1 <= n) or tuple(dst.shape) != ((m + 2) ** 2, total, c) or not dst.is_contiguous():
+        raise ValueError(f"fused winograd: dst {tuple(dst.shape)} does not fit images {n0}:{n1} of {tuple(x.shape)}")
+    if total == 0 or c == 0:
+        return
+    fn = getattr(lib, f"wino_{kind}_{m}_{CTYPE[x.dtype][1]}")
+    sn, sc, sh, sw = x.stride()
+    base, xp = dst.data_ptr(), x.data_ptr()
+    _split((n1 - n0) * th, lambda q0, q1: fn(base, xp, n0, q0, q1, c, h, w, sn, sc, sh, sw, top, left, th, tw, total))
+
+
+def output_transform(dst: torch.Tensor, mm: torch.Tensor, bias: Optional[torch.Tensor], n0: int, n1: int, m: int,
+                     th: int, tw: int) -> None:
+    """Images n0:n1 of dst (N, K, Ho, Wo) (any strides) = A^T M A + bias from mm (alpha^2, T, K)."""
+    lib = load()
+    _check(mm, dst.dtype)
+    n, k, ho, wo = dst.shape
+    total = (n1 - n0) * th * tw
+    if not (0 <= n0 <= n1 <= n) or tuple(mm.shape) != ((m + 2) ** 2, total, k) or not mm.is_contiguous():
+        raise ValueError(f"fused winograd: products {tuple(mm.shape)} do not fit images {n0}:{n1} of {tuple(dst.shape)}")
+    if th * m < ho or tw * m < wo:
+        raise ValueError(f"fused winograd: {th}x{tw} tiles of {m} do not cover {ho}x{wo}")
+    if bias is not None:
+        _check(bias, dst.dtype)
+        bias = bias.contiguous()
+        if bias.numel() != k:
+            raise ValueError(f"fused winograd: bias of {bias.numel()} for {k} channels")
+    if total == 0 or k == 0:
+        return
+    fn = getattr(lib, f"wino_out_{m}_{CTYPE[dst.dtype][1]}")
+    sn, sc, sh, sw = dst.stride()
+    base, src, bp = dst.data_ptr(), mm.data_ptr(), (bias.data_ptr() if bias is not None else None)
+    _split((n1 - n0) * th, lambda q0, q1: fn(base, src, bp, n0, q0, q1, k, ho, wo, sn, sc, sh, sw, th, tw, total))
