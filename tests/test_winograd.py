@@ -214,16 +214,63 @@ def test_the_wisdom_path_comes_from_the_environment(tmp_path, monkeypatch):
 # Candidates, the planner inside `winograd`, the reported plan
 
 
-def test_candidates_cover_both_tiles_and_layouts_and_keep_channels_last_copy_free():
+def test_candidates_cover_every_tile_and_layout_and_keep_channels_last_copy_free(fused_built):
     x = torch.empty(8, 64, 56, 56)
     cands = winograd.candidates(x, 64, (1, 1, 1, 1), 1)
-    assert {c.tile for c in cands} == {2, 4, 6} and {c.layout for c in cands} == {"nhwc", "nchw"}
-    assert {c.layout for c in cands if c.tile == 6} == {"nchw"}
-    assert all(1 <= c.chunk <= 4 for c in cands)  # at most half the batch: the memory bound
+    assert {c.tile for c in cands} == {2, 4, 6} and {c.layout for c in cands} == {"fused", "nhwc", "nchw"}
+    assert {c.layout for c in cands if c.tile == 6} == {"fused", "nchw"}
+    # at most half the batch (the memory bound), but the fused layout also takes the whole batch at once
+    # (its weights transformed KBLOCK channels at a time)
+    assert all(1 <= c.chunk <= 4 for c in cands if c.layout != "fused")
+    assert {c.chunk for c in cands if c.layout == "fused"} >= {8} and all(c.chunk <= 8 for c in cands)
     cl = winograd.candidates(x.contiguous(memory_format=torch.channels_last), 64, (1, 1, 1, 1), 1)
-    assert {c.layout for c in cl} == {"nhwc"} and {c.tile for c in cl} == {2, 4}
-    assert winograd.candidates(x, 64, (1, 1, 1, 1), 1)[0] == Choice(4, "nhwc", winograd._default_chunk(
-        x, 64, (1, 1, 1, 1), 1, winograd.F4))  # untimed problems keep the old winograd: F(4x4), nhwc
+    assert {c.layout for c in cl} == {"fused", "nhwc"} and {c.tile for c in cl} == {2, 4, 6}
+    assert {c.layout for c in cl if c.tile == 6} == {"fused"}
+    assert winograd.candidates(x, 64, (1, 1, 1, 1), 1)[0] == Choice(4, "fused", winograd._default_chunk(
+        x, 64, (1, 1, 1, 1), 1, winograd.F4))  # untimed problems: F(4x4), fused
+
+
+def test_without_the_c_transforms_the_planner_keeps_the_torch_layouts(monkeypatch):
+    """No C compiler (or a failed build): no fused candidate, the forced fused plans refuse with the
+    reason and its fix, `winograd` still runs."""
+    from implementations import winograd_native
+    monkeypatch.setattr(winograd_native, "_lib", None)
+    monkeypatch.setattr(winograd_native, "_why", "the fused winograd layout needs a C compiler and `cc` was not "
+                        "found: install one (`apt-get install gcc`) or name it with CC=...")
+    x = torch.empty(8, 64, 56, 56)
+    cands = winograd.candidates(x, 64, (1, 1, 1, 1), 1)
+    assert {c.layout for c in cands} == {"nhwc", "nchw"} and cands[0] == Choice(4, "nhwc", winograd._default_chunk(
+        x, 64, (1, 1, 1, 1), 1, winograd.F4))
+    assert {c.layout for c in winograd.candidates(x.contiguous(memory_format=torch.channels_last), 64,
+                                                  (1, 1, 1, 1), 1)} == {"nhwc"}
+    fn = winograd.forced(4, "fused")
+    assert "apt-get install gcc" in fn.unsupported("cpu", torch.float32)
+    with pytest.raises(implementations.Unsupported, match="C compiler"):
+        fn(torch.randn(1, 2, 6, 6), torch.randn(2, 2, 3, 3), padding=1)
+    xs, w = torch.randn(2, 3, 9, 9, dtype=torch.float64), torch.randn(4, 3, 3, 3, dtype=torch.float64)
+    torch.testing.assert_close(implementations.get("winograd")(xs, w, padding=1), F.conv2d(xs, w, padding=1))
+
+
+def test_the_fused_layout_is_cpu_code():
+    assert "CPU code" in winograd.forced(4, "fused").unsupported("cuda", torch.float32)
+    assert "float16" in winograd.forced(4, "fused").unsupported("cpu", torch.float16)
+
+
+@pytest.fixture
+def fused_built():
+    """The fused layout's C transforms, built here; skipped only where no C compiler exists (where one
+    does, a failed build fails the test: `test_the_c_transforms_build_where_a_compiler_exists`)."""
+    from implementations import winograd_native
+    if not winograd_native.available():
+        if _compiler() is None:
+            pytest.skip(winograd_native.why_unavailable())
+        pytest.fail(winograd_native.why_unavailable())
+
+
+def _compiler():
+    import os
+    import shutil
+    return shutil.which(os.environ.get("CC") or "cc")
 
 
 @pytest.fixture
@@ -339,10 +386,12 @@ def _as_3x3(check):
 
 @pytest.mark.parametrize("plan", [p if p[2] is None else pytest.param(p, marks=pytest.mark.slow) for p in PLANS],
                          ids=_plan_id)
-def test_every_plan_passes_conformance(plan):
+def test_every_plan_passes_conformance(plan, request):
     """Every plan the planner may choose (chunk 2 variants: `make test-slow`)."""
     from harness.public.testing import plan as plan_checks
     tile, layout, chunk = plan
+    if layout == "fused":
+        request.getfixturevalue("fused_built")
     fn = winograd.forced(tile, layout, chunk)
     names = CHECKS_ALL + (CHECKS_RULE_CHUNK if chunk is None else ())
     checks = plan_checks(fn, dtypes=(torch.float32, torch.float64), devices=("cpu",), checks=names)
@@ -355,6 +404,63 @@ def test_every_plan_passes_conformance(plan):
     assert not wrongly_skipped, wrongly_skipped
     ran = {r.check for _, r in results if r.status == "ok"}
     assert set(names) <= ran, f"checks that never ran a case: {set(names) - ran}"
+
+
+def test_the_c_transforms_build_where_a_compiler_exists():
+    from implementations import winograd_native
+    if _compiler() is None:
+        assert not winograd_native.available() and "C compiler" in winograd_native.why_unavailable()
+    else:
+        assert winograd_native.available(), winograd_native.why_unavailable()
+
+
+@pytest.mark.parametrize("tile", (2, 4, 6))
+@pytest.mark.parametrize("memory_format", ("strided", "channels_last"))
+def test_fused_blocks_of_output_channels_and_crops_match_the_reference(tile, memory_format, fused_built):
+    """The fused plan with the whole batch in one chunk transforms its weights KBLOCK output channels
+    at a time (70 channels: two blocks and a remainder); negative padding (grad_input's crop) and a
+    strided or channels_last input are read in place. float64 against F.conv2d, all three products."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 20, 23, 14, dtype=torch.float64, generator=g)[:, :, ::2]  # strided rows
+    x = x.contiguous(memory_format=torch.channels_last) if memory_format == "channels_last" else x
+    x.requires_grad_()
+    w = torch.randn(70, 20, 3, 3, dtype=torch.float64, generator=g, requires_grad=True)
+    b = torch.randn(70, dtype=torch.float64, generator=g, requires_grad=True)
+    fn = winograd.forced(tile, "fused", 3)
+    for padding in (1, 0, (2, 1)):
+        out = fn(x, w, b, padding=padding)
+        ref = F.conv2d(x, w, b, padding=padding)
+        assert out.is_contiguous(memory_format=torch.channels_last) == (memory_format == "channels_last")
+        torch.testing.assert_close(out, ref, rtol=1e-11, atol=1e-11)
+        gy = torch.randn(ref.shape, dtype=torch.float64, generator=g)
+        got = torch.autograd.grad(out, (x, w, b), gy)
+        for a, e in zip(got, torch.autograd.grad(ref, (x, w, b), gy)):
+            torch.testing.assert_close(a, e, rtol=1e-11, atol=1e-11)
+    assert winograd.last_plan()["grad_input"].startswith(f"F({tile}x{tile},3x3) fused chunk 3")
+
+
+def test_fused_transforms_split_over_threads_give_the_same_bits(fused_built):
+    """With several torch threads the C transforms split the tile rows over threads; each element is
+    computed the same way whichever thread does it, so each transform is bitwise its one-thread self
+    (and the split covers every row: a missed one would keep the buffer's NaN)."""
+    from implementations import winograd_native as native
+    m, th, tw = 4, 10, 10
+    x, mm = torch.randn(2, 24, 40, 40), torch.randn(36, 2 * th * tw, 16)
+    results = {}
+    before = torch.get_num_threads()
+    try:
+        for threads in (1, 3):
+            torch.set_num_threads(threads)
+            v, gy = torch.full((36, 2 * th * tw, 24), float("nan")), torch.full((36, 2 * th * tw, 24), float("nan"))
+            out = torch.full((2, 16, 40, 40), float("nan"))
+            native.input_transform(v, x, 0, 2, m, 1, 1, th, tw)
+            native.grad_output_transform(gy, x, 0, 2, m, th, tw)
+            native.output_transform(out, mm, torch.randn(16, generator=torch.Generator().manual_seed(0)), 0, 2, m, th, tw)
+            results[threads] = (v, gy, out)
+    finally:
+        torch.set_num_threads(before)
+    for one, three in zip(results[1], results[3]):
+        assert not one.isnan().any() and torch.equal(one, three)
 
 
 @pytest.mark.parametrize("plan", PLANS[::2], ids=_plan_id)
@@ -390,19 +496,22 @@ def _margins(fn, cases):
     return worst
 
 
-def test_f6_holds_the_float32_tolerance_with_margin_where_it_runs():
+@pytest.mark.parametrize("layout", ("nchw", "fused"))
+def test_f6_holds_the_float32_tolerance_with_margin_where_it_runs(layout, request):
     """F(6x6) runs the forward and grad_input only where it keeps within half the float32 tolerance on
     every conformance shape (convbench's cases, larger images, realistic layers and the 3x3 fuzz's 50,
     as 3x3 stride-1 convolutions); grad_weight, which misses it, is computed with F(4x4) instead."""
     from harness.public.testing import cases as C, fuzz
     cases = [_case_as_3x3(c) for c in C.CASES + C.LARGE_IMAGE_CASES + C.MEDIUM_CASES]
     cases += [c for c, _, _ in fuzz.configs(50, [torch.float32], fuzz.DEFAULT_SEED, True, "fuzz_3x3")]
-    worst = _margins(winograd.forced(6), cases)
+    if layout == "fused":
+        request.getfixturevalue("fused_built")
+    worst = _margins(winograd.forced(6, layout), cases)
     assert worst["out"] <= 0.5 and worst["grad_input"] <= 0.5, worst
-    assert worst["grad_weight"] <= 0.5, worst  # computed by F(4x4) nchw
+    assert worst["grad_weight"] <= 0.5, worst  # computed by F(4x4) in the same layout
     x = torch.randn(2, 3, 12, 12, requires_grad=True)
     w = torch.randn(4, 3, 3, 3, requires_grad=True)
-    winograd.forced(6)(x, w, padding=1).sum().backward()
+    winograd.forced(6, layout)(x, w, padding=1).sum().backward()
     plans = winograd.last_plan()
-    assert plans["forward"].startswith("F(6x6,3x3) nchw") and plans["grad_input"].startswith("F(6x6,3x3) nchw")
-    assert plans["grad_weight"].startswith("F(4x4,3x3) nchw")
+    assert plans["forward"].startswith(f"F(6x6,3x3) {layout}") and plans["grad_input"].startswith(f"F(6x6,3x3) {layout}")
+    assert plans["grad_weight"].startswith(f"F(4x4,3x3) {layout}")
