@@ -57,8 +57,8 @@ from .winograd_plan import Choice, Decision, Planner
 CHUNK_BYTES = 2 * 2**20
 CHUNK_BYTES_GPU = 256 * 2**20
 MIN_TILES = 64  # tiles per chunk at least, whatever CHUNK_BYTES says (see `_Plan.__init__`)
-# The fused layout's weights transformed this many output channels at a time when one chunk holds the
-# batch (`_fused_conv`): on an AMD EPYC VM, ResNet-50's 7x7 layer F(4x4) ran 0.86x F.conv2d at 32,
+# The fused_kb layout's weights are transformed this many output channels at a time (`_fused_conv`): on
+# an AMD EPYC VM, ResNet-50's 7x7 layer (F(4x4), the batch in one chunk) ran 0.86x F.conv2d at 32,
 # 0.90x at 64 and 128, 1.01x at 16 (too thin a product), 2.35x unblocked (U through memory).
 KBLOCK = 32
 
@@ -584,12 +584,13 @@ def _fused_geometry(x, padding, algo: Algorithm):
     return ho, wo, -(-ho // algo.m), -(-wo // algo.m)
 
 
-def _fused_conv(x, weight, bias, padding, groups, algo: Algorithm, chunk: int) -> torch.Tensor:
+def _fused_conv(x, weight, bias, padding, groups, algo: Algorithm, chunk: int, kblock: bool = False) -> torch.Tensor:
     """`_winograd_conv` with the transforms in C (`winograd_native`): B^T d B read straight from x
     (any strides: NCHW or channels_last), A^T M A + bias written straight into the output (in x's
-    memory format). When one chunk holds the whole batch, the weights are transformed KBLOCK output
-    channels at a time, each block's products and output transform right after it, so U never makes
-    a round trip through memory (ResNet-50's 7x7 layer, F(4x4): U is 37.7 MB, V 2.4 MB)."""
+    memory format). `kblock` (the fused_kb layout): per chunk, the weights are transformed KBLOCK
+    output channels at a time, each block's products and output transform right after it, so U
+    never makes a round trip through memory (ResNet-50's 7x7 layer, F(4x4): U is 37.7 MB, one
+    block's 2.4 MB), at the price of transforming the weights once per chunk (groups > 1: one block)."""
     from . import winograd_native as native
     n, c_in = x.shape[:2]
     c_out = weight.shape[0]
@@ -599,9 +600,8 @@ def _fused_conv(x, weight, bias, padding, groups, algo: Algorithm, chunk: int) -
     if out.numel() == 0:
         return out
     m, pp = algo.m, algo.alpha ** 2
-    chunk = max(1, min(chunk, n))
-    kb = KBLOCK if chunk == n and groups == 1 and c_out > KBLOCK else c_out
-    u = transform_weight(weight, algo) if kb == c_out else None
+    kb = KBLOCK if kblock and groups == 1 else c_out
+    u = transform_weight(weight, algo) if kb >= c_out else None
     for a, b in _chunks(n, chunk):
         t = (b - a) * th * tw
         v = x.new_empty(pp, t, c_in)
@@ -636,8 +636,10 @@ def _fused_grad_weight(go, x, weight_shape, padding, groups, algo: Algorithm, ch
 # ----- plans: which tile, layout and chunk run ----------------------------------------------------
 
 ALGORITHMS = {2: F2, 4: F4, 6: F6}
-# F6 has no add/sub chains in torch ops (so no nhwc); `fused` (C transforms) needs a C compiler and a CPU tensor
-LAYOUTS = {2: ("fused", "nhwc", "nchw"), 4: ("fused", "nhwc", "nchw"), 6: ("fused", "nchw")}
+# F6 has no add/sub chains in torch ops (so no nhwc); the fused ones (C transforms) need a C compiler and a CPU
+# tensor: `fused` transforms the weights once per call, `fused_kb` in blocks of KBLOCK output channels per chunk
+FUSED = ("fused", "fused_kb")
+LAYOUTS = {2: FUSED + ("nhwc", "nchw"), 4: FUSED + ("nhwc", "nchw"), 6: FUSED + ("nchw",)}
 # F(6x6)'s weight gradient misses the float32 tolerance on a conformance shape (the 3x3 fuzz's 32nd
 # configuration: 1.46x the tolerance; F(4x4): 0.23x nchw, 0.68x nhwc), while its forward and grad_input
 # stay within a third of it on every conformance shape: grad_weight never runs F(6x6); its F(6x6)
@@ -659,23 +661,25 @@ def candidates(x: torch.Tensor, c_out: int, padding, groups: int, tiles=(4, 2, 6
                layouts: Optional[tuple] = None) -> list[Choice]:
     """The plans the planner may choose for a convolution of x (n, C, H, W) to c_out channels: per
     tile and layout the chunk the memory rule gives (`_Plan`), half and twice that (at most half the
-    batch, the bound `_Plan` keeps), and for the fused layout the whole batch as well (its weights
-    then transformed KBLOCK channels at a time, so memory stays within that bound). The fused layout
-    first where it can run (`fused_unavailable`), then nhwc, then nchw; channels_last inputs: only the
-    layouts that read them without a copy (fused, nhwc). The first candidate is the one taken untimed
-    ('estimated')."""
+    batch, the bound `_Plan` keeps), and for fused_kb the whole batch as well (its weights in blocks,
+    memory stays within that bound). Where the C transforms run (`fused_unavailable`), the fused
+    layouts only: they do the nhwc and nchw layouts' arithmetic in fewer passes over memory (ResNet-50's
+    stride-1 layers on an AMD EPYC VM: F(4x4) fused 0.55-0.90x F.conv2d where nhwc ran 0.8-1.3x), and
+    the first round stays short. Else nhwc and nchw (channels_last inputs: nhwc only, copy-free). The
+    first candidate is the one taken untimed ('estimated')."""
     n = x.shape[0]
     if layouts is None:
-        layouts = ("fused", "nhwc") if _is_channels_last(x) else ("fused", "nhwc", "nchw")
-        if fused_unavailable(x):
-            layouts = layouts[1:]
+        if not fused_unavailable(x):
+            layouts = FUSED
+        else:
+            layouts = ("nhwc",) if _is_channels_last(x) else ("nhwc", "nchw")
     out = []
     for tile in tiles:
         algo = ALGORITHMS[tile]
         base = _default_chunk(x, c_out, padding, groups, algo)
         top = max(base, -(-n // 2))
         for layout in (lay for lay in layouts if lay in LAYOUTS[tile]):
-            whole = (n,) if layout == "fused" else ()
+            whole = (n,) if layout == "fused_kb" else ()
             for chunk in (base, base // 2, 2 * base) + whole:
                 if 1 <= chunk <= top or chunk in whole:
                     out.append(Choice(tile, layout, chunk))
@@ -705,8 +709,8 @@ def _macs(x, c_out, padding, groups) -> int:
 
 def _conv_with(choice: Choice, x, weight, bias, padding, groups):
     algo = ALGORITHMS[choice.tile]
-    if choice.layout == "fused":
-        return _fused_conv(x, weight, bias, padding, groups, algo, choice.chunk)
+    if choice.layout in FUSED:
+        return _fused_conv(x, weight, bias, padding, groups, algo, choice.chunk, choice.layout == "fused_kb")
     if choice.layout == "nchw":
         out = _flat_conv(x, weight, bias, padding, groups, algo, choice.chunk)
         # the output in the input's memory format, as F.conv2d's (the planner offers nchw only for
@@ -717,7 +721,7 @@ def _conv_with(choice: Choice, x, weight, bias, padding, groups):
 
 def _grad_weight_with(choice: Choice, go, x, weight_shape, padding, groups):
     algo = ALGORITHMS[choice.tile]
-    if choice.layout == "fused":
+    if choice.layout in FUSED:  # no weight transform to block: fused_kb's grad_weight is fused's
         return _fused_grad_weight(go, x, weight_shape, padding, groups, algo, choice.chunk)
     if choice.layout == "nchw":
         return _flat_grad_weight(go, x, weight_shape, padding, groups, algo, choice.chunk)
@@ -846,7 +850,7 @@ def forced(tile: int, layout: Optional[str] = None, chunk: Optional[int] = None)
     layout = layout or ("nchw" if tile == 6 else "nhwc")
     policy = Policy(tiles=(tile,), layouts=(layout,), chunk=chunk, measure=False)
     conv = _make(policy, f"WinogradF{tile}{layout.upper()}Conv")
-    unsupported = _unsupported_fused if layout == "fused" else _unsupported
+    unsupported = _unsupported_fused if layout in FUSED else _unsupported
 
     def fn(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
         return _conv2d(conv, input, weight, bias, stride, padding, dilation, groups, unsupported)

@@ -214,20 +214,17 @@ def test_the_wisdom_path_comes_from_the_environment(tmp_path, monkeypatch):
 # Candidates, the planner inside `winograd`, the reported plan
 
 
-def test_candidates_cover_every_tile_and_layout_and_keep_channels_last_copy_free(fused_built):
+def test_candidates_cover_every_tile_in_both_fused_layouts_whatever_the_input_layout(fused_built):
     x = torch.empty(8, 64, 56, 56)
-    cands = winograd.candidates(x, 64, (1, 1, 1, 1), 1)
-    assert {c.tile for c in cands} == {2, 4, 6} and {c.layout for c in cands} == {"fused", "nhwc", "nchw"}
-    assert {c.layout for c in cands if c.tile == 6} == {"fused", "nchw"}
-    # at most half the batch (the memory bound), but the fused layout also takes the whole batch at once
-    # (its weights transformed KBLOCK channels at a time)
-    assert all(1 <= c.chunk <= 4 for c in cands if c.layout != "fused")
-    assert {c.chunk for c in cands if c.layout == "fused"} >= {8} and all(c.chunk <= 8 for c in cands)
-    cl = winograd.candidates(x.contiguous(memory_format=torch.channels_last), 64, (1, 1, 1, 1), 1)
-    assert {c.layout for c in cl} == {"fused", "nhwc"} and {c.tile for c in cl} == {2, 4, 6}
-    assert {c.layout for c in cl if c.tile == 6} == {"fused"}
-    assert winograd.candidates(x, 64, (1, 1, 1, 1), 1)[0] == Choice(4, "fused", winograd._default_chunk(
-        x, 64, (1, 1, 1, 1), 1, winograd.F4))  # untimed problems: F(4x4), fused
+    for memory_format in (torch.contiguous_format, torch.channels_last):
+        cands = winograd.candidates(x.contiguous(memory_format=memory_format), 64, (1, 1, 1, 1), 1)
+        assert {(c.tile, c.layout) for c in cands} == {(t, lay) for t in (2, 4, 6) for lay in ("fused", "fused_kb")}
+        # at most half the batch (the memory bound), but fused_kb (weights in blocks) takes the whole batch too
+        assert all(1 <= c.chunk <= 4 for c in cands if c.layout == "fused")
+        assert {c.chunk for c in cands if c.layout == "fused_kb"} >= {8} and all(c.chunk <= 8 for c in cands)
+        assert cands[0] == Choice(4, "fused", winograd._default_chunk(x, 64, (1, 1, 1, 1), 1, winograd.F4))
+    # the torch layouts stay forceable
+    assert winograd.candidates(x, 64, (1, 1, 1, 1), 1, layouts=("nhwc", "nchw"))[0].layout == "nhwc"
 
 
 def test_without_the_c_transforms_the_planner_keeps_the_torch_layouts(monkeypatch):
@@ -275,19 +272,23 @@ def _compiler():
 
 @pytest.fixture
 def fresh_planner(monkeypatch):
-    """`winograd`'s planner, empty, with a fake clock under which the nchw F(2x2) plans are fastest
-    (not this CPU's order: the choice must come from the clock), measuring every problem."""
+    """`winograd`'s planner, empty, with a fake clock under which the F(2x2) plans of its last layout
+    (fused_kb, or nchw where the C transforms cannot run) are fastest (not this CPU's order: the
+    choice must come from the clock), measuring every problem. `.fast` names that layout."""
+    from implementations import winograd_native
+    fast = "fused_kb" if winograd_native.available() else "nchw"
     clock = FakeClock()
     planner = Planner(clock=clock, wisdom="")
     monkeypatch.setattr(winograd, "PLANNER", planner)
     monkeypatch.setattr(winograd, "MEASURE_MIN_MACS", 0)
     real = winograd._conv_with
 
-    def slower_unless_f2_nchw(choice, *args):
-        clock.now += 1.0 if (choice.tile, choice.layout) == (2, "nchw") else 2.0 + choice.chunk
+    def slower_unless_f2_fast(choice, *args):
+        clock.now += 1.0 if (choice.tile, choice.layout) == (2, fast) else 2.0 + choice.chunk
         return real(choice, *args)
-    monkeypatch.setattr(winograd, "_conv_with", slower_unless_f2_nchw)
+    monkeypatch.setattr(winograd, "_conv_with", slower_unless_f2_fast)
     winograd.clear_last_plan()
+    planner.fast = fast
     return planner
 
 
@@ -298,7 +299,7 @@ def test_winograd_runs_and_reports_the_planned_choice(fresh_planner):
     fn = implementations.get("winograd")
     out = fn(x, w, b, padding=1)
     plan = fn.last_plan()
-    assert plan.startswith("forward: F(2x2,3x3) nchw chunk") and "measured" in plan
+    assert plan.startswith(f"forward: F(2x2,3x3) {fresh_planner.fast} chunk") and "measured" in plan
     torch.testing.assert_close(out, F.conv2d(x, w, b, padding=1), rtol=1e-10, atol=1e-10)
     out.backward(torch.ones_like(out))
     ref = [torch.autograd.grad(F.conv2d(x, w, b, padding=1).sum(), t)[0] for t in (x, w)]
@@ -306,7 +307,7 @@ def test_winograd_runs_and_reports_the_planned_choice(fresh_planner):
     torch.testing.assert_close(w.grad, ref[1], rtol=1e-10, atol=1e-10)
     report = winograd.last_plan()
     assert set(report) == {"forward", "grad_input", "grad_weight"}
-    assert report["grad_input"].startswith("F(2x2,3x3) nchw")
+    assert report["grad_input"].startswith(f"F(2x2,3x3) {fresh_planner.fast}")
     # the second call is planned already: same plan, bitwise the same output
     out2 = fn(x, w, b, padding=1)
     assert torch.equal(out, out2) and winograd.last_plan()["forward"] == report["forward"]
@@ -390,7 +391,7 @@ def test_every_plan_passes_conformance(plan, request):
     """Every plan the planner may choose (chunk 2 variants: `make test-slow`)."""
     from harness.public.testing import plan as plan_checks
     tile, layout, chunk = plan
-    if layout == "fused":
+    if layout in winograd.FUSED:
         request.getfixturevalue("fused_built")
     fn = winograd.forced(tile, layout, chunk)
     names = CHECKS_ALL + (CHECKS_RULE_CHUNK if chunk is None else ())
@@ -426,7 +427,7 @@ def test_fused_blocks_of_output_channels_and_crops_match_the_reference(tile, mem
     x.requires_grad_()
     w = torch.randn(70, 20, 3, 3, dtype=torch.float64, generator=g, requires_grad=True)
     b = torch.randn(70, dtype=torch.float64, generator=g, requires_grad=True)
-    fn = winograd.forced(tile, "fused", 3)
+    fn = winograd.forced(tile, "fused_kb", 3)
     for padding in (1, 0, (2, 1)):
         out = fn(x, w, b, padding=padding)
         ref = F.conv2d(x, w, b, padding=padding)
@@ -436,7 +437,7 @@ def test_fused_blocks_of_output_channels_and_crops_match_the_reference(tile, mem
         got = torch.autograd.grad(out, (x, w, b), gy)
         for a, e in zip(got, torch.autograd.grad(ref, (x, w, b), gy)):
             torch.testing.assert_close(a, e, rtol=1e-11, atol=1e-11)
-    assert winograd.last_plan()["grad_input"].startswith(f"F({tile}x{tile},3x3) fused chunk 3")
+    assert winograd.last_plan()["grad_input"].startswith(f"F({tile}x{tile},3x3) fused_kb chunk 3")
 
 
 def test_fused_transforms_split_over_threads_give_the_same_bits(fused_built):
