@@ -31,6 +31,7 @@ import torch
 
 CACHE_ENV = "CONVBENCH_CACHE_DIR"
 FLAGS = ("-O3", "-march=native", "-std=c99", "-shared", "-fPIC", "-fno-math-errno")
+PORTABLE_FLAGS = tuple(f for f in FLAGS if f != "-march=native")  # for compilers without -march=native
 TILES = (2, 4, 6)
 BLOCK = {torch.float32: 16, torch.float64: 8}  # channels per block: one AVX-512 register
 CTYPE = {torch.float32: ("float", "f32"), torch.float64: ("double", "f64")}
@@ -242,7 +243,19 @@ def cache_dir() -> str:
 
 
 def _build(src: str, compiler: str) -> str:
-    key = hashlib.sha256("\0".join((src, compiler, *FLAGS, _cpu_id(), sys.platform)).encode()).hexdigest()[:16]
+    """The shared library for `src`, compiled once per machine (the cache key has the CPU) and kept in
+    `cache_dir()`; with -march=native, or without it where the compiler refuses it."""
+    errors = []
+    for flags in (FLAGS, PORTABLE_FLAGS):
+        try:
+            return _compile(src, compiler, flags)
+        except RuntimeError as e:
+            errors.append(str(e))
+    raise RuntimeError("; ".join(errors))
+
+
+def _compile(src: str, compiler: str, flags: tuple) -> str:
+    key = hashlib.sha256("\0".join((src, compiler, *flags, _cpu_id(), sys.platform)).encode()).hexdigest()[:16]
     folder = cache_dir()
     path = os.path.join(folder, f"winograd-{key}.so")
     if os.path.exists(path):
@@ -253,9 +266,9 @@ def _build(src: str, compiler: str) -> str:
         f.write(src)
     tmp = c_path[:-2] + ".so"
     try:
-        proc = subprocess.run([compiler, *FLAGS, c_path, "-o", tmp], capture_output=True, text=True, timeout=300)
+        proc = subprocess.run([compiler, *flags, c_path, "-o", tmp], capture_output=True, text=True, timeout=300)
         if proc.returncode != 0:
-            raise RuntimeError(f"{compiler} failed ({proc.returncode}): {proc.stderr.strip()[-2000:]}")
+            raise RuntimeError(f"{compiler} {' '.join(flags)} failed ({proc.returncode}): {proc.stderr.strip()[-1500:]}")
         os.replace(tmp, path)  # atomic: workers building at once each leave a whole file
     finally:
         for p in (c_path, tmp):
@@ -294,7 +307,8 @@ def load():
                 _why = (f"the fused winograd layout needs a C compiler and `{compiler}` was not found: install one "
                         "(`apt-get install gcc`) or name it with CC=...")
             except (OSError, RuntimeError, subprocess.SubprocessError, AttributeError) as e:
-                _why = f"the fused winograd layout could not be built with `{compiler}`: {e}"
+                _why = (f"the fused winograd layout could not be built with `{compiler}` in {cache_dir()} "
+                        f"(another folder: {CACHE_ENV}=...; another compiler: CC=...): {e}")
     return _lib
 
 
@@ -310,20 +324,21 @@ def why_unavailable() -> Optional[str]:
 # ----- calling -----------------------------------------------------------------------------------
 
 _pool: Optional[ThreadPoolExecutor] = None
+_pool_pid = 0  # a forked child inherits the pool object but not its threads: it makes its own
 _pool_lock = threading.Lock()
 
 
 def _split(rows: int, call) -> None:
     """call(q0, q1) over tile rows 0..rows, split over torch's thread count when there is enough work
     (ctypes releases the GIL, so the parts run at once)."""
-    global _pool
+    global _pool, _pool_pid
     threads = min(torch.get_num_threads(), rows // PARALLEL_MIN_ROWS)
     if threads <= 1:
         call(0, rows)
         return
     with _pool_lock:
-        if _pool is None or _pool._max_workers < threads:
-            _pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="winograd")
+        if _pool is None or _pool._max_workers < threads or _pool_pid != os.getpid():
+            _pool, _pool_pid = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="winograd"), os.getpid()
         pool = _pool
     bounds = [rows * k // threads for k in range(threads + 1)]
     futures = [pool.submit(call, bounds[k], bounds[k + 1]) for k in range(1, threads)]
