@@ -14,7 +14,13 @@ memory, and in the JSON wisdom file `CONVBENCH_WINOGRAD_WISDOM` names) and repor
 F(2x2) nhwc plan it always was; `conv2d_winograd_f4` ("implementations.winograd:conv2d_winograd_f4")
 the fixed F(4x4) nhwc plan `winograd` was before; `forced(tile, layout, chunk)` any one plan.
 
-Two layouts of the work buffers:
+Layouts. On the CPU, where the system C compiler can build them, the planner's candidates are the
+fused ones: the transforms in C (`winograd_native`), reading the input and writing the output where
+they lie (any strides), bias included, so no layout copies and no work buffers beyond V and M:
+* fused (`_fused_conv`): the weights transformed once a call, the batch in chunks of images;
+* fused_kb: per chunk, the weights transformed KBLOCK output channels at a time, each block's
+  products and output transform right after it, so U stays in cache (large C_in x C_out layers).
+Elsewhere (CUDA, no compiler) and when forced, the transforms as torch ops, in two layouts:
 * nhwc (`_Plan`): a chunk of images in the Winograd domain is (alpha, alpha, n, tile_rows,
   tile_cols, C), each point a (tiles, C) matrix; the transforms are add/sub chains (B^T: 12 ops,
   A^T: 10 ops per axis) on strided views of a channels-last padded copy of the input, the last one

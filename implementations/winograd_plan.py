@@ -3,11 +3,12 @@ thread count) it times its candidate plans once, on the first call, keeps the fa
 when `CONVBENCH_WINOGRAD_WISDOM` names a file, on disk (FFTW's `FFTW_MEASURE` and wisdom; cuDNN's
 `benchmark=True`).
 
-A plan (`Choice`) is a tile size (F(2x2,3x3) or F(4x4,3x3)), a chunk (images per pass through the
-transforms and products) and a layout of the work buffers: `nhwc` (channels-last, the input copied to
-it on the way in and the output back on the way out unless they are channels_last already) or `nchw`
-(space-to-depth: the NCHW input is read straight into per-residue planes and the output written
-straight back, no layout copies).
+A plan (`Choice`) is a tile size (F(2x2,3x3), F(4x4,3x3) or F(6x6,3x3)), a chunk (images per pass
+through the transforms and products) and a layout: `fused` or `fused_kb` (C transforms straight from
+the input and into the output; `fused_kb` transforms the weights in blocks of output channels), or,
+with the transforms as torch ops, `nhwc` (channels-last work buffers, the input copied in and the
+output back unless they are channels_last already) or `nchw` (space-to-depth planes, no layout
+copies). `implementations.winograd` says which it offers; this module only times and remembers.
 
 The wisdom file is JSON: {"version": 1, "machines": {"<cpu model> | <capability> | torch <version>":
 {"<problem key>": {"tile": 4, "chunk": 2, "layout": "nhwc", "times_ms": {...}}}}}. Entries of other
