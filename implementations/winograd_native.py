@@ -84,6 +84,26 @@ def _transform_1d(name: str, mat, ctype: str, dt: str) -> str:
 
 
 def _patch_kernel(name: str, step: str, m: int, rin: int, rout: int, ctype: str, block: int) -> str:
+    rows_fast = "WINO_ROWS" if ctype == "float" else "0"
+    # rows wholly inside the image are loaded 8 floats at a time; at an edge, through a zeroed row
+    rows_code = (f"""const long ra = r0 < 0 ? -r0 : 0, rb = H - r0 < {rin} ? H - r0 : {rin};
+            const long sa = s0 < 0 ? -s0 : 0, sb = W - s0 < {rin} ? W - s0 : {rin};
+            const int inside = s0 >= 0 && s0 + 8 <= W;
+            for (long r = 0; r < {rin}; r++) {{
+              v8f32 rows[16]; vf32 cols[8];
+              if (r < ra || r >= rb) {{
+                for (long s = 0; s < {rin}; s++) for (int l = 0; l < 16; l++) d[(r * {rin} + s) * 16 + l] = 0;
+                continue;
+              }}
+              const float *base = xb + (r0 + r) * sh + s0;
+              if (inside) {{
+                for (int l = 0; l < 16; l++) __builtin_memcpy(&rows[l], base + l * sc, 32);
+              }} else {{
+                for (int l = 0; l < 16; l++) rows[l] = load_part_f32(base + l * sc, sa, sb);
+              }}
+              rows_to_cols_f32(rows, cols);
+              for (long s = 0; s < {rin}; s++) st_f32(d + (r * {rin} + s) * 16, cols[s]);
+            }}""" if ctype == "float" else "")
     """dst (rout^2, T, C) from rin x rin patches of src (N, C, H, W) at tile stride m, offset (-top,
     -left), zero outside: dst[(a*rout + b)][t][c] = (X d X^T)[a][b] with X the step's matrix. Tile
     rows q0..q1 of the (n1 - n0) * th rows, t = q * tw + j. A whole block of channels inside the
@@ -107,7 +127,9 @@ void {name}({ctype} *restrict dst, const {ctype} *restrict src, long n0, long q0
           const {ctype} *at = xb + r0 * sh + s0 * sw;
           for (long s = 0; s < {rin}; s++) {step}(at + s * sw, sh, t + s * {block}, {rin * block});
         }} else {{
-          if (whole) {{
+          if ({rows_fast} && cb == {block} && sw == 1) {{  /* NCHW: 16 rows at a time, shuffled into channels */
+            {rows_code}
+          }} else if (whole) {{
             for (long l = 0; l < {block}; l++)
               for (long r = 0; r < {rin}; r++) {{
                 const {ctype} *row = xb + l * sc + (r0 + r) * sh + s0 * sw;
@@ -151,6 +173,14 @@ def _output_kernel(name: str, m: int, ctype: str, block: int) -> str:
     A whole block of channels is read from M in place (a last, partial one through `u`); the result
     is stored as contiguous runs of channels when they are contiguous in dst (channels_last)."""
     a = m + 2
+    rows_fast = "WINO_ROWS" if ctype == "float" else "0"
+    rows_code = (f"""const vf32 bv = ld_f32(b);
+          for (long r = 0; r < rows; r++) {{
+            vf32 cols[8]; v8f32 out[16];
+            for (int s = 0; s < 8; s++) cols[s] = s < {m} ? ld_f32(y + (r * {m} + s) * 16) + bv : bv - bv;
+            cols_to_rows_f32(cols, out);
+            for (int l = 0; l < 16; l++) __builtin_memcpy(yb + l * sc + (r0 + r) * sh + s0, &out[l], {m} * sizeof(float));
+          }}""" if ctype == "float" else "")
     return f"""
 void {name}({ctype} *restrict dst, const {ctype} *restrict mm, const {ctype} *restrict bias, long n0, long q0,
             long q1, long K, long Ho, long Wo, long sn, long sc, long sh, long sw, long th, long tw, long total) {{
@@ -182,6 +212,8 @@ void {name}({ctype} *restrict dst, const {ctype} *restrict mm, const {ctype} *re
               const {ctype} *val = y + (r * {m} + s) * {block};
               for (long l = 0; l < {block}; l++) out[l] = val[l] + b[l];
             }}
+        }} else if ({rows_fast} && kb == {block} && sw == 1 && cols == {m}) {{  /* NCHW rows: shuffles, 16 row stores */
+          {rows_code}
         }} else {{
           for (long l = 0; l < kb; l++)
             for (long r = 0; r < rows; r++) {{
@@ -206,6 +238,8 @@ def source() -> str:
         parts.append(f"typedef {ctype} v{dt} __attribute__((vector_size({block * dtype.itemsize})));\n"
                      f"static inline v{dt} ld_{dt}(const {ctype} *p) {{ v{dt} v; __builtin_memcpy(&v, p, sizeof v); return v; }}\n"
                      f"static inline void st_{dt}({ctype} *p, v{dt} v) {{ __builtin_memcpy(p, &v, sizeof v); }}\n")
+        if dtype == torch.float32:
+            parts.append(_TRANSPOSE)
         parts.append(f"#define at2 at2_{dt}\n#define at4 at4_{dt}\n#define at6 at6_{dt}\n")
         for m in TILES:
             a_mat = tuple(zip(*AT[m]))  # A = (A^T)^T, alpha x m
@@ -217,6 +251,96 @@ def source() -> str:
             parts.append(_output_kernel(f"wino_out_{m}_{dt}", m, ctype, block))
         parts.append("#undef at2\n#undef at4\n#undef at6\n")
     return "".join(parts)
+
+
+_TRANSPOSE = r"""
+/* 16 rows of 8 floats <-> 8 vectors of 16 (a float32 block of channels), by four rounds of two-input
+   shuffles (vpermt2ps under AVX-512): NCHW planes read and written as rows instead of one float at a
+   time. Where the compiler has no __builtin_shufflevector, the scalar loops run. */
+#if defined(__has_builtin) && !defined(WINO_NO_ROWS)
+#if __has_builtin(__builtin_shufflevector)
+#define WINO_SHUFFLE 1
+#endif
+#endif
+#ifdef WINO_SHUFFLE
+#define WINO_ROWS 1
+typedef float v8f32 __attribute__((vector_size(32)));
+#define SV __builtin_shufflevector
+static inline void rows_to_cols_f32(const v8f32 *r, vf32 *c) {
+  vf32 t[8], u[8], w[8];
+  for (int k = 0; k < 8; k++) t[k] = SV(r[2 * k], r[2 * k + 1], 0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15);
+  for (int g = 0; g < 4; g++) {
+    u[2 * g] = SV(t[2 * g], t[2 * g + 1], 0, 1, 16, 17, 2, 3, 18, 19, 4, 5, 20, 21, 6, 7, 22, 23);
+    u[2 * g + 1] = SV(t[2 * g], t[2 * g + 1], 8, 9, 24, 25, 10, 11, 26, 27, 12, 13, 28, 29, 14, 15, 30, 31);
+  }
+  /* u[2g + h]: rows 4g..4g+3, s = 4h..4h+3 */
+  for (int G = 0; G < 2; G++)
+    for (int h = 0; h < 2; h++) {
+      w[4 * G + 2 * h] = SV(u[4 * G + h], u[4 * G + 2 + h], 0, 1, 2, 3, 16, 17, 18, 19, 4, 5, 6, 7, 20, 21, 22, 23);
+      w[4 * G + 2 * h + 1] = SV(u[4 * G + h], u[4 * G + 2 + h], 8, 9, 10, 11, 24, 25, 26, 27, 12, 13, 14, 15, 28, 29, 30, 31);
+    }
+  /* w[4G + 2h + p]: rows 8G..8G+7, s = 4h + 2p + {0, 1} */
+  for (int h = 0; h < 2; h++)
+    for (int p = 0; p < 2; p++) {
+      c[4 * h + 2 * p] = SV(w[2 * h + p], w[4 + 2 * h + p], 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23);
+      c[4 * h + 2 * p + 1] = SV(w[2 * h + p], w[4 + 2 * h + p], 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31);
+    }
+}
+static inline void cols_to_rows_f32(const vf32 *c, v8f32 *r) {
+  vf32 t[8], u[8], w[8];
+  for (int h = 0; h < 2; h++)
+    for (int p = 0; p < 2; p++) {
+      w[2 * h + p] = SV(c[4 * h + 2 * p], c[4 * h + 2 * p + 1], 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23);
+      w[4 + 2 * h + p] = SV(c[4 * h + 2 * p], c[4 * h + 2 * p + 1], 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31);
+    }
+  for (int G = 0; G < 2; G++)
+    for (int h = 0; h < 2; h++) {
+      u[4 * G + h] = SV(w[4 * G + 2 * h], w[4 * G + 2 * h + 1], 0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27);
+      u[4 * G + 2 + h] = SV(w[4 * G + 2 * h], w[4 * G + 2 * h + 1], 4, 5, 6, 7, 12, 13, 14, 15, 20, 21, 22, 23, 28, 29, 30, 31);
+    }
+  for (int g = 0; g < 4; g++) {
+    t[2 * g] = SV(u[2 * g], u[2 * g + 1], 0, 1, 4, 5, 8, 9, 12, 13, 16, 17, 20, 21, 24, 25, 28, 29);
+    t[2 * g + 1] = SV(u[2 * g], u[2 * g + 1], 2, 3, 6, 7, 10, 11, 14, 15, 18, 19, 22, 23, 26, 27, 30, 31);
+  }
+  for (int k = 0; k < 8; k++) {
+    r[2 * k] = SV(t[k], t[k], 0, 2, 4, 6, 8, 10, 12, 14);
+    r[2 * k + 1] = SV(t[k], t[k], 1, 3, 5, 7, 9, 11, 13, 15);
+  }
+}
+#endif
+#ifdef WINO_ROWS
+/* lanes sa..sb-1 of p[0..7], zeros elsewhere, never touching the others (they lie outside the row):
+   a masked load where the CPU has one (filling a row by scalar stores and reading it back as a vector
+   stalls store forwarding: 30% of an NCHW input transform's time at its edge tiles) */
+#if defined(__AVX512F__) && defined(__AVX512VL__)
+#include <immintrin.h>
+static inline v8f32 load_part_f32(const float *p, long sa, long sb) {
+  return (v8f32)_mm256_maskz_loadu_ps((__mmask8)(((1u << sb) - 1u) & ~((1u << sa) - 1u)), p);
+}
+#elif defined(__AVX2__)
+#include <immintrin.h>
+static inline v8f32 load_part_f32(const float *p, long sa, long sb) {
+  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  const __m256i keep = _mm256_and_si256(_mm256_cmpgt_epi32(lane, _mm256_set1_epi32((int)sa - 1)),
+                                        _mm256_cmpgt_epi32(_mm256_set1_epi32((int)sb), lane));
+  return (v8f32)_mm256_maskload_ps(p, keep);
+}
+#else
+static inline v8f32 load_part_f32(const float *p, long sa, long sb) {
+  v8f32 v = {0};
+  for (long s = sa; s < sb; s++) v[s] = p[s];
+  return v;
+}
+#endif
+#endif
+#ifndef WINO_ROWS
+#define WINO_ROWS 0
+typedef float v8f32 __attribute__((vector_size(32)));
+static inline void rows_to_cols_f32(const v8f32 *r, vf32 *c) { (void)r; (void)c; }
+static inline void cols_to_rows_f32(const vf32 *c, v8f32 *r) { (void)c; (void)r; }
+static inline v8f32 load_part_f32(const float *p, long sa, long sb) { (void)p; (void)sa; (void)sb; return (v8f32){0}; }
+#endif
+"""
 
 
 # ----- building and loading ----------------------------------------------------------------------

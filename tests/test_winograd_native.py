@@ -125,6 +125,44 @@ def test_each_transform_is_its_matrices(m, dtype):
     torch.testing.assert_close(out.double(), y[:, :, :ho, :wo] + bias.view(1, c, 1, 1), **tol)
 
 
+# Other CPUs: what -march=native picks on this one decides which code paths a test here runs (masked
+# loads of AVX-512VL, AVX2's, the plain C ones; the row shuffles or the scalar gathers), so each is
+# built here explicitly and must give the same transforms.
+PATHS = {"avx2": ("-march=haswell",), "sse2": ("-march=x86-64",), "no shuffles": ("-DWINO_NO_ROWS",)}
+
+
+@pytest.mark.parametrize("path", sorted(PATHS))
+def test_every_instruction_set_path_computes_the_same_transforms(path, tmp_path, monkeypatch):
+    import ctypes
+    import platform
+    import subprocess
+    if platform.machine() not in ("x86_64", "AMD64") and path != "no shuffles":
+        pytest.skip("x86-64 instruction sets")
+    cc = _real_cc()
+    c_file, so = tmp_path / "k.c", tmp_path / "k.so"
+    c_file.write_text(native.source())
+    flags = [f for f in native.PORTABLE_FLAGS] + list(PATHS[path])
+    subprocess.run([cc, *flags, str(c_file), "-o", str(so)], check=True, capture_output=True)
+    other = ctypes.CDLL(str(so))
+    native._declare(other)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 37, 23, 21, generator=g)[:, :, 1:]  # strided rows, a partial channel block
+    mm = torch.randn(36, 2 * 6 * 6, 37, generator=g)
+    results = []
+    for lib in (native.load(), other):
+        if lib is None:
+            pytest.skip(native.why_unavailable())
+        monkeypatch.setattr(native, "_lib", lib)
+        v, gy = torch.empty(36, 2 * 6 * 6, 37), torch.empty(36, 2 * 6 * 6, 37)
+        out = torch.empty(2, 37, 22, 21)
+        native.input_transform(v, x, 0, 2, 4, 1, 1, 6, 6)
+        native.grad_output_transform(gy, x, 0, 2, 4, 6, 6)
+        native.output_transform(out, mm, None, 0, 2, 4, 6, 6)
+        results.append((v, gy, out))
+    for here, there in zip(*results):
+        torch.testing.assert_close(here, there, rtol=1e-6, atol=1e-5)
+
+
 def test_buffers_that_do_not_fit_are_refused():
     if not native.available():
         pytest.skip(native.why_unavailable())
