@@ -54,6 +54,7 @@ from typing import Callable, Optional
 
 import torch
 
+from . import winograd_native as native
 from .autograd import with_backward
 from .params import ConvParams, prepare
 from .registry import Unsupported, register
@@ -603,7 +604,6 @@ def _fused_conv(x, weight, bias, padding, groups, algo: Algorithm, chunk: int, k
     output channels at a time, each block's products and output transform right after it, so U
     never makes a round trip through memory (ResNet-50's 7x7 layer, F(4x4): U is 37.7 MB, one
     block's 2.4 MB), at the price of transforming the weights once per chunk (groups > 1: one block)."""
-    from . import winograd_native as native
     n, c_in = x.shape[:2]
     c_out = weight.shape[0]
     ho, wo, th, tw = _fused_geometry(x, padding, algo)
@@ -636,7 +636,6 @@ def _fused_conv(x, weight, bias, padding, groups, algo: Algorithm, chunk: int, k
 def _fused_grad_weight(go, x, weight_shape, padding, groups, algo: Algorithm, chunk: int) -> torch.Tensor:
     """`_grad_weight` with the transforms in C: B^T d B from x and A dY A^T from dY (zero past the
     output's edge), both straight from the caller's tensors."""
-    from . import winograd_native as native
     n, c_in = x.shape[:2]
     c_out, c_g = weight_shape[:2]
     _, _, th, tw = _fused_geometry(x, padding, algo)
@@ -684,7 +683,7 @@ def candidates(x: torch.Tensor, c_out: int, padding, groups: int, tiles=(4, 2, 6
     batch, the bound `_Plan` keeps), and for fused_kb the whole batch first (its weights in blocks,
     memory stays within that bound). Where the C transforms run (`fused_unavailable`), the fused
     layouts only: they do the nhwc and nchw layouts' arithmetic in fewer passes over memory (ResNet-50's
-    stride-1 layers on an AMD EPYC VM: F(4x4) fused 0.55-0.90x F.conv2d where nhwc ran 0.8-1.3x), and
+    stride-1 layers on an AMD EPYC VM: F(4x4) fused 0.5-0.95x F.conv2d where nhwc ran 0.8-1.3x), and
     the first round stays short. Else nhwc and nchw (channels_last inputs: nhwc only, copy-free). The
     first candidate is the one taken untimed ('estimated')."""
     n = x.shape[0]
@@ -713,8 +712,7 @@ def fused_unavailable(x: torch.Tensor) -> Optional[str]:
     system C compiler (`winograd_native`)."""
     if x.device.type != "cpu":
         return f"the fused winograd layout is CPU code; this tensor is on {x.device.type}"
-    from . import winograd_native
-    return winograd_native.why_unavailable()
+    return native.why_unavailable()
 
 
 def _problem_key(kind: str, x: torch.Tensor, other_shape, padding, groups: int) -> str:
