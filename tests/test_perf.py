@@ -73,3 +73,5 @@ def test_the_plan_check_times_every_forced_candidate():
     check = perf.plan_check(case, _args(), torch.device("cpu"))
     assert len(check.times) >= 2 and check.fastest in check.times and check.ratio > 0
     assert check.chosen.startswith("F(") or "F(" in check.chosen
+    assert "(estimated)" in check.chosen  # the planned call's own plan (a 6.9e5 multiply-add layer: not timed)
+    assert check.twin_s == check.times[next(k for k in check.times if f"{k} (" in check.chosen)]
