@@ -382,18 +382,8 @@ def _grad_weight_from(du: torch.Tensor, algo: Algorithm, weight_shape) -> torch.
 # ----- the nchw layout: space-to-depth planes, no layout copies -------------------------------------
 # The transform matrices themselves (the chains above are their add/sub forms), for the nchw layout's
 # GEMMs: there every transform is a product of a small matrix with a (rows x L) matrix of planes.
-_BT = {2: ((1, 0, -1, 0), (0, 1, 1, 0), (0, -1, 1, 0), (0, 1, 0, -1)),
-       4: ((4, 0, -5, 0, 1, 0), (0, -4, -4, 1, 1, 0), (0, 4, -4, -1, 1, 0), (0, -2, -1, 2, 1, 0),
-           (0, 2, -1, -2, 1, 0), (0, 4, 0, -5, 0, 1)),
-       6: ((1, 0, -21 / 4, 0, 21 / 4, 0, -1, 0), (0, 1, 1, -17 / 4, -17 / 4, 1, 1, 0),
-           (0, -1, 1, 17 / 4, -17 / 4, -1, 1, 0), (0, 1 / 2, 1 / 4, -5 / 2, -5 / 4, 2, 1, 0),
-           (0, -1 / 2, 1 / 4, 5 / 2, -5 / 4, -2, 1, 0), (0, 2, 4, -5 / 2, -5, 1 / 2, 1, 0),
-           (0, -2, 4, 5 / 2, -5, -1 / 2, 1, 0), (0, -1, 0, 21 / 4, 0, -21 / 4, 0, 1))}
-_AT = {2: ((1, 1, 1, 0), (0, 1, -1, -1)),
-       4: ((1, 1, 1, 1, 1, 0), (0, 1, -1, 2, -2, 0), (0, 1, 1, 4, 4, 0), (0, 1, -1, 8, -8, 1)),
-       6: ((1, 1, 1, 1, 1, 1, 1, 0), (0, 1, -1, 2, -2, 1 / 2, -1 / 2, 0), (0, 1, 1, 4, 4, 1 / 4, 1 / 4, 0),
-           (0, 1, -1, 8, -8, 1 / 8, -1 / 8, 0), (0, 1, 1, 16, 16, 1 / 16, 1 / 16, 0),
-           (0, 1, -1, 32, -32, 1 / 32, -1 / 32, 1))}
+_BT = {m: tuple(tuple(float(v) for v in row) for row in rows) for m, rows in native.BT.items()}  # exact there
+_AT = {m: tuple(tuple(float(v) for v in row) for row in rows) for m, rows in native.AT.items()}
 
 
 @lru_cache(maxsize=None)
