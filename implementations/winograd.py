@@ -47,6 +47,7 @@ Common to both:
 """
 from __future__ import annotations
 
+import math
 import threading
 from dataclasses import dataclass
 from functools import lru_cache
@@ -594,52 +595,60 @@ def _fused_conv(x, weight, bias, padding, groups, algo: Algorithm, chunk: int, k
     output channels at a time, each block's products and output transform right after it, so U
     never makes a round trip through memory (ResNet-50's 7x7 layer, F(4x4): U is 37.7 MB, one
     block's 2.4 MB), at the price of transforming the weights once per chunk (groups > 1: one block)."""
-    n, c_in = x.shape[:2]
+    n = x.shape[0]
     c_out = weight.shape[0]
     ho, wo, th, tw = _fused_geometry(x, padding, algo)
     fmt = torch.channels_last if _is_channels_last(x) else torch.contiguous_format
     out = torch.empty(n, c_out, ho, wo, dtype=x.dtype, device=x.device, memory_format=fmt)
     if out.numel() == 0:
         return out
-    m, pp = algo.m, algo.alpha ** 2
+    pp = algo.alpha ** 2
     kb = KBLOCK if kblock and groups == 1 else c_out
     u = transform_weight(weight, algo) if kb >= c_out else None
-    chunk = max(1, min(chunk, n))
-    # one V and one M for every chunk: the same memory, still in cache (ResNet-50's 56x56 layer, F(4x4)
-    # in chunks of one image on an AMD EPYC VM: 0.75x F.conv2d so, 0.90x with new buffers per chunk)
-    v_store = x.new_empty(pp * chunk * th * tw * c_in)
-    m_store = x.new_empty(pp * chunk * th * tw * min(kb, c_out))
+    m_store = x.new_empty(pp * min(chunk, n) * th * tw * min(kb, c_out))  # reused as V is (`_fused_inputs`)
     u_store = x.new_empty(pp * kb * weight.shape[1]) if u is None else None
-    for a, b in _chunks(n, chunk):
-        t = (b - a) * th * tw
-        v = v_store[:pp * t * c_in].view(pp, t, c_in)
-        native.input_transform(v, x, a, b, m, padding[0], padding[2], th, tw)
+    for a, b, v in _fused_inputs(x, padding, algo, chunk):
         for k0 in range(0, c_out, kb):
             k1 = min(k0 + kb, c_out)
             ub = u if u is not None else transform_weight(weight[k0:k1], algo, u_store)
-            mm = m_store[:pp * t * (k1 - k0)].view(pp, t, k1 - k0)
+            mm = _leading(m_store, pp, v.shape[1], k1 - k0)
             _products(ub, v, groups, out=mm)
-            native.output_transform(out[:, k0:k1], mm, None if bias is None else bias[k0:k1], a, b, m, th, tw)
+            native.output_transform(out[:, k0:k1], mm, None if bias is None else bias[k0:k1], a, b, algo.m, th, tw)
     return out
 
 
 def _fused_grad_weight(go, x, weight_shape, padding, groups, algo: Algorithm, chunk: int) -> torch.Tensor:
     """`_grad_weight` with the transforms in C: B^T d B from x and A dY A^T from dY (zero past the
     output's edge), both straight from the caller's tensors."""
-    n, c_in = x.shape[:2]
+    n = x.shape[0]
     c_out, c_g = weight_shape[:2]
     _, _, th, tw = _fused_geometry(x, padding, algo)
-    m, pp = algo.m, algo.alpha ** 2
+    pp = algo.alpha ** 2
     du = x.new_zeros(pp, groups, c_out // groups, c_g)
-    chunk = max(1, min(chunk, n))
-    v_store, g_store = x.new_empty(pp * chunk * th * tw * c_in), go.new_empty(pp * chunk * th * tw * c_out)
-    for a, b in _chunks(n, chunk) if n else ():
-        t = (b - a) * th * tw
-        v, gy = v_store[:pp * t * c_in].view(pp, t, c_in), g_store[:pp * t * c_out].view(pp, t, c_out)
-        native.input_transform(v, x, a, b, m, padding[0], padding[2], th, tw)
-        native.grad_output_transform(gy, go, a, b, m, th, tw)
+    g_store = go.new_empty(pp * min(chunk, n) * th * tw * c_out)
+    for a, b, v in _fused_inputs(x, padding, algo, chunk):
+        gy = _leading(g_store, pp, v.shape[1], c_out)
+        native.grad_output_transform(gy, go, a, b, algo.m, th, tw)
         _accumulate_grad_weight(du, gy, v, groups)
     return _grad_weight_from(du, algo, weight_shape)
+
+
+def _fused_inputs(x, padding, algo: Algorithm, chunk: int):
+    """(a, b, V) per chunk of images a:b, V (alpha^2, tiles, C) = B^T d B straight from x, in one
+    buffer every chunk reuses: the same memory, still in cache (ResNet-50's 56x56 layer, F(4x4) in
+    chunks of one image on an AMD EPYC VM: 0.75x F.conv2d so, 0.90x with new buffers per chunk)."""
+    n, c_in = x.shape[:2]
+    _, _, th, tw = _fused_geometry(x, padding, algo)
+    store = x.new_empty(algo.alpha ** 2 * min(chunk, n) * th * tw * c_in)
+    for a, b in _chunks(n, chunk) if n else ():
+        v = _leading(store, algo.alpha ** 2, (b - a) * th * tw, c_in)
+        native.input_transform(v, x, a, b, algo.m, padding[0], padding[2], th, tw)
+        yield a, b, v
+
+
+def _leading(store: torch.Tensor, *shape: int) -> torch.Tensor:
+    """The first prod(shape) elements of a flat buffer, viewed as `shape`."""
+    return store[:math.prod(shape)].view(shape)
 
 
 # ----- plans: which tile, layout and chunk run ----------------------------------------------------
@@ -882,7 +891,7 @@ def _unsupported_fused(device_type: str, dtype: torch.dtype):
     reason = _unsupported(device_type, dtype)
     if reason or device_type != "cpu":
         return reason or f"the fused winograd layout is CPU code, not {device_type}"
-    return fused_unavailable(torch.empty(0))
+    return native.why_unavailable()
 
 
 def _unsupported_planned(device_type: str, dtype: torch.dtype):
@@ -890,7 +899,7 @@ def _unsupported_planned(device_type: str, dtype: torch.dtype):
     then cached), so the harness's set-up pays the compiler, not a timed first call."""
     reason = _unsupported(device_type, dtype)
     if not reason and device_type == "cpu":
-        fused_unavailable(torch.empty(0))
+        native.load()
     return reason
 
 

@@ -85,8 +85,14 @@ def _transform_1d(name: str, mat, ctype: str, dt: str) -> str:
 
 
 def _patch_kernel(name: str, step: str, m: int, rin: int, rout: int, ctype: str, block: int) -> str:
+    """dst (rout^2, T, C) from rin x rin patches of src (N, C, H, W) at tile stride m, offset (-top,
+    -left), zero outside: dst[(a*rout + b)][t][c] = (X d X^T)[a][b] with X the step's matrix. Tile
+    rows q0..q1 of the (n1 - n0) * th rows, t = q * tw + j. A whole block of channels inside the
+    image is read in place when channels are contiguous (channels_last); float32 NCHW rows are loaded
+    16 channels at a time and shuffled into `d`; the rest is gathered into `d` element by element.
+    The second step writes straight into dst (a last, partial block goes through `v`)."""
     rows_fast = "WINO_ROWS" if ctype == "float" else "0"
-    # rows wholly inside the image are loaded 8 floats at a time; at an edge, through a zeroed row
+    # rows wholly inside the image are loaded 8 floats at a time; at an edge, by a masked load
     rows_code = (f"""const long ra = r0 < 0 ? -r0 : 0, rb = H - r0 < {rin} ? H - r0 : {rin};
             const long sa = s0 < 0 ? -s0 : 0, sb = W - s0 < {rin} ? W - s0 : {rin};
             const int inside = s0 >= 0 && s0 + 8 <= W;
@@ -105,11 +111,6 @@ def _patch_kernel(name: str, step: str, m: int, rin: int, rout: int, ctype: str,
               rows_to_cols_f32(rows, cols);
               for (long s = 0; s < {rin}; s++) st_f32(d + (r * {rin} + s) * 16, cols[s]);
             }}""" if ctype == "float" else "")
-    """dst (rout^2, T, C) from rin x rin patches of src (N, C, H, W) at tile stride m, offset (-top,
-    -left), zero outside: dst[(a*rout + b)][t][c] = (X d X^T)[a][b] with X the step's matrix. Tile
-    rows q0..q1 of the (n1 - n0) * th rows, t = q * tw + j. A whole block of channels inside the
-    image is read in place when channels are contiguous (channels_last), else gathered into `d`;
-    its second step writes straight into dst (the edges and a last, partial block go through `v`)."""
     return f"""
 void {name}({ctype} *restrict dst, const {ctype} *restrict src, long n0, long q0, long q1, long C, long H,
             long W, long sn, long sc, long sh, long sw, long top, long left, long th, long tw, long total) {{
