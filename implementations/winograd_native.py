@@ -362,6 +362,11 @@ def _cpu_id() -> str:
         return platform.processor() + platform.machine()
 
 
+def compiler_name() -> str:
+    """The C compiler the build runs: `CC`, else `cc`."""
+    return os.environ.get("CC") or "cc"
+
+
 def cache_dir() -> str:
     base = os.environ.get(CACHE_ENV) or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "convbench")
@@ -424,7 +429,7 @@ def load():
         return _lib
     with _load_lock:
         if _lib is None and _why is None:
-            compiler = os.environ.get("CC") or "cc"
+            compiler = compiler_name()
             try:
                 lib = ctypes.CDLL(_build(source(), compiler))
                 _declare(lib)

@@ -265,9 +265,9 @@ def fused_built():
 
 
 def _compiler():
-    import os
     import shutil
-    return shutil.which(os.environ.get("CC") or "cc")
+    from implementations import winograd_native
+    return shutil.which(winograd_native.compiler_name())
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ build is possible) and what they compute, transform by transform, against the tr
 applied in float64 by torch. The whole convolutions are checked in tests/test_winograd.py."""
 from __future__ import annotations
 
-import os
 import shutil
 import stat
 
@@ -30,7 +29,7 @@ def _script(path, body: str) -> str:
 
 
 def _real_cc():
-    cc = shutil.which(os.environ.get("CC") or "cc")
+    cc = shutil.which(native.compiler_name())
     if cc is None:
         pytest.skip("no C compiler here")
     return cc
